@@ -1,0 +1,140 @@
+"""fastpex's on-disk caches: one versioned directory per kind, one atomic-write helper for all.
+
+Modelled on pex's `pex/cache/dirs.py` + `pex/atomic_directory.py`: bump a kind's version instead
+of migrating entries in place; nothing partial is ever visible under a final name, and two
+processes racing for the same entry both end with one intact copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+CACHE_DIR_ENV = "FASTPEX_CACHE_DIR"
+
+
+class CacheKind(enum.Enum):
+    """Every cache directory fastpex writes, with its format version."""
+
+    METADATA = ("metadata", 1, "core metadata (METADATA bytes) keyed by artifact sha256 or URL")
+    ARTIFACTS = ("artifacts", 1, "downloaded artifacts, content-addressed by sha256")
+    HASHES = ("hashes", 1, "sha256 of artifacts whose index gave none, keyed by URL + validators")
+    LAYERS = ("layers", 1, "pre-compressed PEX dependency layers keyed by wheel sha256 + settings")
+    BOOTSTRAP = ("bootstrap", 1, "PEX bootstrap fragments keyed by pex version")
+    TOOLS = ("tools", 1, "pinned tool installs (pip) used by the resolver")
+
+    def __init__(self, dirname: str, version: int, description: str) -> None:
+        self.dirname = dirname
+        self.version = version
+        self.description = description
+
+
+def default_cache_root() -> Path:
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "fastpex"
+
+
+def cache_dir(kind: CacheKind, root: Optional[Path] = None) -> Path:
+    """`<root>/<kind>/v<version>`, created on demand."""
+    path = (root or default_cache_root()) / kind.dirname / f"v{kind.version}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held for the duration of the block (across processes)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_file(
+    final: Path,
+    produce: Callable[[Path], None],
+    *,
+    verify: Optional[Callable[[Path], None]] = None,
+) -> Path:
+    """Create `final` once: `produce(tmp)` writes a sibling temp file, `verify(tmp)` may raise,
+    then it is fsynced and renamed into place under a lock. Returns `final`.
+
+    If another process created `final` meanwhile, its copy wins and ours is discarded.
+    """
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.with_name(final.name + ".lck")):
+        if final.exists():
+            return final
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            produce(tmp)
+            if verify is not None:
+                verify(tmp)
+            with open(tmp, "rb+") as fp:
+                os.fsync(fp.fileno())
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return final
+
+
+def atomic_directory(final: Path, produce: Callable[[Path], None]) -> Path:
+    """Like `atomic_file` for a directory: `produce(work_dir)` fills a sibling work dir."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.with_name(final.name + ".lck")):
+        if final.exists():
+            return final
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".work", dir=final.parent))
+        try:
+            produce(work)
+            os.replace(work, final)
+            fsync_dir(final.parent)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def write_bytes_atomically(final: Path, data: bytes) -> Path:
+    """Replace `final` with `data` (last writer wins; readers see old or new, never partial)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp_name, final)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return final

@@ -1,0 +1,290 @@
+"""The content-addressed artifact store: `<cache>/artifacts/v1/<sha256[:2]>/<sha256>`.
+
+Fetch writes here and the layer stage reads from here; the metadata stage also stores full
+downloads here (same layout), so a wheel downloaded to read its metadata is never fetched
+twice. An entry's name is its sha256, so an entry whose size matches is trusted by name (a warm
+fetch must not rehash gigabytes); `verify(full=True)` rehashes and evicts a corrupt entry.
+
+Nothing partial is ever visible under a final name: complete files arrive by rename, under a
+per-entry file lock with a re-check after locking, so two processes racing for one entry end
+with one intact copy. Resumable partial downloads live apart, in `partial/<sha256>.part`, with a
+tiny `.json` beside each recording the URL and the server's validators (ETag, Last-Modified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Optional, Union
+
+from fastpex.core.cache import CacheKind, cache_dir, file_lock, fsync_dir
+from fastpex.core.model import Artifact
+
+__all__ = [
+    "ArtifactStore",
+    "PartialInfo",
+    "StoreError",
+    "StoreHashMismatchError",
+    "hash_file",
+]
+
+_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreHashMismatchError(StoreError):
+    """Bytes offered to the store don't match the artifact's sha256 or size."""
+
+    def __init__(self, artifact: Artifact, actual_sha256: str, actual_size: int) -> None:
+        self.artifact = artifact
+        self.expected = artifact.sha256
+        self.actual = actual_sha256
+        self.actual_size = actual_size
+        size_note = ""
+        if artifact.size is not None and artifact.size != actual_size:
+            size_note = f" and its size is {actual_size} bytes instead of {artifact.size}"
+        super().__init__(
+            f"The content offered for `{artifact.filename}` has sha256 {actual_sha256} but the "
+            f"lock expects {artifact.sha256}{size_note}. Nothing was stored. The source file "
+            f"changed since the lock was made, or the lock is wrong: regenerate the lock"
+        )
+
+
+def hash_file(path: Union[str, Path], *, limit: Optional[int] = None) -> "hashlib._Hash":
+    """A sha256 object fed with the file's first `limit` bytes (all when None)."""
+    h = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as fp:
+        while remaining is None or remaining > 0:
+            want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+            chunk = fp.read(want)
+            if not chunk:
+                break
+            h.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+    return h
+
+
+@dataclass(frozen=True)
+class PartialInfo:
+    """What we know about a partial download: where it came from and how to validate a resume."""
+
+    url: str  # credential-free
+    etag: Optional[str] = None
+    last_modified: Optional[str] = None
+    accept_ranges: bool = False
+
+    @property
+    def validator(self) -> Optional[str]:
+        """The `If-Range` value: a strong ETag, else Last-Modified (RFC 9110 13.1.5)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+class ArtifactStore:
+    """Artifacts by sha256 under a fastpex cache root (`None`: the default cache root)."""
+
+    def __init__(self, root: Optional[Union[str, Path]] = None) -> None:
+        self.dir = cache_dir(CacheKind.ARTIFACTS, Path(root) if root is not None else None)
+        self.partial_dir = self.dir / "partial"
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.dir)!r})"
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def path_for(self, sha256: str) -> Path:
+        sha256 = _check_sha(sha256)
+        return self.dir / sha256[:2] / sha256
+
+    def has(self, artifact: Artifact) -> bool:
+        """Present under its name with the expected size (when the lock knows it). No rehash."""
+        try:
+            size = self.path_for(artifact.sha256).stat().st_size
+        except FileNotFoundError:
+            return False
+        return artifact.size is None or size == artifact.size
+
+    def verify(self, artifact: Artifact, full: bool = True) -> bool:
+        """Is the entry intact? `full` rehashes it. A corrupt entry is evicted (False)."""
+        path = self.path_for(artifact.sha256)
+        if not path.exists():
+            return False
+        ok = self.has(artifact)
+        if ok and full:
+            ok = hash_file(path).hexdigest() == artifact.sha256.lower()
+        if not ok:
+            self.evict(artifact.sha256)
+        return ok
+
+    def evict(self, sha256: str) -> None:
+        """Remove an entry (e.g. a corrupt one), under its lock so no writer is mid-rename."""
+        path = self.path_for(sha256)
+        with file_lock(self._lock_path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # -- adding complete content --------------------------------------------------------------
+
+    def add_stream(self, artifact: Artifact, chunks: Iterable[bytes]) -> Path:
+        """Store the bytes of `chunks` as `artifact`, verified by sha256 and size."""
+        return self._add(artifact, lambda fp: _copy_chunks(chunks, fp))
+
+    def add_file(self, artifact: Artifact, source: Union[str, Path]) -> Path:
+        """Copy `source` into the store as `artifact`, verified by sha256 and size."""
+
+        def produce(fp: IO[bytes]) -> Iterator[bytes]:
+            with open(source, "rb") as src:
+                yield from _copy_chunks(iter(lambda: src.read(_CHUNK), b""), fp)
+
+        return self._add(artifact, produce)
+
+    def _add(self, artifact: Artifact, produce) -> Path:  # type: ignore[no-untyped-def]
+        final = self.path_for(artifact.sha256)
+        if self.has(artifact):
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(self._lock_path(final)):
+            if self.has(artifact):
+                return final
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{artifact.sha256}.", suffix=".tmp", dir=final.parent
+            )
+            tmp = Path(tmp_name)
+            try:
+                h = hashlib.sha256()
+                size = 0
+                with os.fdopen(fd, "wb") as fp:
+                    for chunk in produce(fp):
+                        h.update(chunk)
+                        size += len(chunk)
+                    fp.flush()
+                    os.fsync(fp.fileno())
+                _check(artifact, h.hexdigest(), size)
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        return final
+
+    # -- partial downloads --------------------------------------------------------------------
+
+    def partial_path(self, sha256: str) -> Path:
+        return self.partial_dir / f"{_check_sha(sha256)}.part"
+
+    def partial_info_path(self, sha256: str) -> Path:
+        return self.partial_dir / f"{_check_sha(sha256)}.json"
+
+    @contextlib.contextmanager
+    def download_lock(self, sha256: str) -> Iterator[None]:
+        """Held for a whole download, so two processes never write one partial file."""
+        with file_lock(self.partial_dir / f"{_check_sha(sha256)}.lck"):
+            yield
+
+    def read_partial_info(self, sha256: str) -> Optional[PartialInfo]:
+        try:
+            data = json.loads(self.partial_info_path(sha256).read_text())
+            return PartialInfo(
+                url=str(data["url"]),
+                etag=data.get("etag"),
+                last_modified=data.get("last_modified"),
+                accept_ranges=bool(data.get("accept_ranges", False)),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write_partial_info(self, sha256: str, info: PartialInfo) -> None:
+        path = self.partial_info_path(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "url": info.url,
+                    "etag": info.etag,
+                    "last_modified": info.last_modified,
+                    "accept_ranges": info.accept_ranges,
+                },
+                sort_keys=True,
+            )
+        )
+        os.replace(tmp, path)
+
+    def discard_partial(self, sha256: str) -> None:
+        for path in (self.partial_path(sha256), self.partial_info_path(sha256)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def commit_partial(self, artifact: Artifact, actual_sha256: str) -> Path:
+        """Move a complete partial download into place; the caller hashed it while writing.
+
+        Raises `StoreHashMismatchError` (and deletes the partial) if it isn't the artifact.
+        If another process stored the entry meanwhile, its copy wins and ours is deleted.
+        """
+        part = self.partial_path(artifact.sha256)
+        size = part.stat().st_size
+        try:
+            _check(artifact, actual_sha256, size)
+        except StoreHashMismatchError:
+            self.discard_partial(artifact.sha256)
+            raise
+        final = self.path_for(artifact.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(self._lock_path(final)):
+            if self.has(artifact):
+                self.discard_partial(artifact.sha256)
+                return final
+            with open(part, "rb+") as fp:
+                os.fsync(fp.fileno())
+            os.replace(part, final)
+            fsync_dir(final.parent)
+        with contextlib.suppress(FileNotFoundError):
+            self.partial_info_path(artifact.sha256).unlink()
+        return final
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_path(final: Path) -> Path:
+        # The same lock `cache.atomic_file` takes, so writers through either path exclude each other.
+        return final.with_name(final.name + ".lck")
+
+    def clear(self) -> None:
+        """Delete every entry (tests, `fastpex cache clean`)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_chunks(chunks: Iterable[bytes], fp: IO[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if chunk:
+            fp.write(chunk)
+            yield chunk
+
+
+def _check(artifact: Artifact, actual_sha256: str, size: int) -> None:
+    if actual_sha256.lower() != artifact.sha256.lower() or (artifact.size is not None and size != artifact.size):
+        raise StoreHashMismatchError(artifact, actual_sha256, size)
+
+
+def _check_sha(sha256: str) -> str:
+    """Entry names come from locks: refuse anything that isn't 64 hex digits (no `../`)."""
+    lowered = sha256.lower()
+    if len(lowered) != 64 or any(c not in "0123456789abcdef" for c in lowered):
+        raise StoreError(
+            f"`{sha256}` is not a sha256 hex digest, so it can't name a store entry. "
+            f"The lock is damaged: regenerate it"
+        )
+    return lowered

@@ -163,13 +163,14 @@ def _manylinux_tags(arch: str, glibc: Tuple[int, int]) -> Iterator[str]:
         return
     for minor in range(newest, too_old_minor, -1):
         yield f"manylinux_2_{minor}_{arch}"
-        if minor in legacy and not (arch not in ("x86_64", "i686") and minor < 17):
+        if minor in legacy:
             yield f"{legacy[minor]}_{arch}"
 
 
-def parse_platform(spec: str) -> PlatformSpec:
+def parse_platform(spec: str, *, _whole: Optional[str] = None) -> PlatformSpec:
     """`linux_x86_64`, `linux_x86_64@glibc2.34`, `macosx_arm64@macos14.0`, ..."""
     platform, _, options = spec.strip().partition("@")
+    spec = _whole or spec
     if platform not in KNOWN_PLATFORMS:
         raise UnknownPlatformError(spec, f"`{platform}` is not a known platform")
     os_ = KNOWN_PLATFORMS[platform][0]
@@ -219,8 +220,8 @@ def _parse_python(spec: str, python: str) -> Tuple[Tuple[int, int], Optional[int
     else:
         version = (3, int(match["minor"]))
         patch = int(match["patch"]) if match["patch"] is not None else None
-    if version < (3, 6):
-        raise UnknownPlatformError(spec, f"Python {version[0]}.{version[1]} is too old (3.6 or newer)")
+    if version < (3, 8):
+        raise UnknownPlatformError(spec, f"Python {version[0]}.{version[1]} is too old (3.8 or newer)")
     threaded = bool(match["t"])
     if threaded and version < (3, 13):
         raise UnknownPlatformError(spec, "free-threaded CPython (`t`) exists from 3.13 on")
@@ -240,7 +241,7 @@ def parse_target(spec: str, *, python_patch: Optional[int] = None) -> Target:
         raise UnknownPlatformError(
             spec, "it names no Python (append e.g. `-cp311`, or give Python versions separately)"
         )
-    plat = parse_platform(platform + (at + options if at else ""))
+    plat = parse_platform(platform + (at + options if at else ""), _whole=spec)
     version, patch, threaded = _parse_python(spec, python)
     if patch is None:
         patch = python_patch if python_patch is not None else DEFAULT_PYTHON_PATCH.get(version, 0)

@@ -104,6 +104,9 @@ class DuplicateEntryError(FragmentError):
         self.first = first
         self.second = second
 
+    def __reduce__(self):  # Keep it picklable across process pools.
+        return (type(self), (self.name, self.first, self.second))
+
 
 @dataclass(frozen=True)
 class SourceEntry:

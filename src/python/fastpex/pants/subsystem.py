@@ -1,15 +1,157 @@
-"""The `[fastpex]` options scope."""
+"""The `[fastpex]` options scope: which resolves fastpex locks, for which targets, from where.
+
+fastpex's core runs as a Python tool (like black or pytest in Pants): its requirements come
+from the lockfile shipped with this plugin unless `[fastpex].install_from_resolve` says
+otherwise; its own sources are added by `fastpex.pants.tool`.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
+from pants.backend.python.subsystems.python_tool_base import PythonToolBase
+from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.util_rules.lockfile import LockfileRules
 from pants.engine.rules import collect_rules
-from pants.option.subsystem import Subsystem
+from pants.option.option_types import BoolOption, DictOption, IntOption, StrListOption, StrOption
+from pants.util.strutil import softwrap
+
+DEFAULT_TARGETS = ("linux_x86_64-cp311",)
 
 
-class FastpexSubsystem(Subsystem):
+class FastpexSubsystem(PythonToolBase):
     options_scope = "fastpex"
-    help = "fastpex: lock, fetch and pack Python dependency sets (e.g. torch + CUDA) fast."
+    name = "fastpex"
+    help = softwrap(
+        """
+        fastpex locks, fetches and packs Python dependency sets (e.g. torch + CUDA) fast: locks
+        with pip without downloading artifacts, fetches one platform's artifacts in parallel into
+        a verified content-addressed cache, and packs PEX files from pre-compressed layers.
+        """
+    )
+
+    # The core's runtime: `pex` provides the PEX runtime and PEX-INFO, `pip` resolves.
+    default_version = "pex==2.100.7"
+    default_extra_requirements: ClassVar[Sequence[str]] = ["packaging==26.4", "pip==26.3"]
+    default_requirements: ClassVar[Sequence[str]] = [default_version, *default_extra_requirements]
+    default_main = EntryPoint("fastpex.core.cli", "main")
+    default_interpreter_constraints: ClassVar[Sequence[str]] = ["CPython>=3.10,<3.14"]
+    register_interpreter_constraints = True
+    lockfile_rules_type = LockfileRules.SIMPLE
+    default_lockfile_resource = ("fastpex.pants", "fastpex_tool.lock")
+
+    resolves = StrListOption(
+        default=[],
+        help=softwrap(
+            """
+            The `[python].resolves` whose lockfiles fastpex generates (`pants generate-lockfiles
+            --resolve=NAME`). The lockfile is written in the format Pants' own python goals read,
+            so `test`, `run` and `pex_binary` keep working on the same resolve. Requires
+            `[python].resolves_generate_lockfiles = false` and `fastpex.pants` listed before
+            `pants.backend.python` in `[GLOBAL].backend_packages`.
+            """
+        ),
+    )
+    targets = StrListOption(
+        default=list(DEFAULT_TARGETS),
+        help=softwrap(
+            """
+            The platforms a fastpex lock resolves for, as `<platform>-cp<XY>` strings, e.g.
+            `linux_x86_64-cp311`, `linux_aarch64-cp312`, `macosx_arm64-cp311`. A glibc or macOS
+            version may follow an `@`: `linux_x86_64-cp311@glibc2.28`, `macosx_arm64-cp311@14.0`.
+            Each target is resolved with its own tags and marker environment.
+            """
+        ),
+    )
+    resolve_targets = DictOption[list](
+        default={},
+        help="Per-resolve override of `targets`: `{resolve_name: [target, ...]}`.",
+    )
+    indexes = StrListOption(
+        default=None,
+        help=softwrap(
+            """
+            Package indexes (PEP 503/691 simple URLs) to lock from, in order. Defaults to
+            `[python-repos].indexes`. Credentials may be given as `https://user:${TOKEN}@host/...`
+            (expanded from the environment at run time) or in `~/.netrc`; they never reach the
+            lockfile or a log line.
+            """
+        ),
+    )
+    index_names = StrListOption(
+        default=[],
+        help=softwrap(
+            """
+            Names for `indexes`, in the same order (`pypi`, `cuda`, ...), used by `routes`.
+            Unnamed indexes are called `index0`, `index1`, ...
+            """
+        ),
+    )
+    find_links = StrListOption(
+        default=None,
+        help="Local directories of wheels to lock from. Defaults to `[python-repos].find_links`.",
+    )
+    routes = StrListOption(
+        default=[],
+        help=softwrap(
+            """
+            Per-package and per-platform index routing, first match wins, as
+            `PROJECTS=INDEXES[@TARGETS]`, e.g. `torch,nvidia-*=cuda@linux_*` takes torch and the
+            nvidia packages from the index named `cuda` for linux targets only. Projects without a
+            route come from the first index (in `indexes` order) that has them.
+            """
+        ),
+    )
+    upload_cutoff = StrOption(
+        default=None,
+        help=softwrap(
+            """
+            Ignore files uploaded after this date (ISO 8601, e.g. `2025-10-01` or
+            `2025-10-01T12:00:00Z`): locks stay reproducible while the index moves on.
+            """
+        ),
+    )
+    allow_sdists = BoolOption(
+        default=False,
+        help=softwrap(
+            """
+            Let the lock choose source distributions when no wheel fits a target. fastpex packs
+            wheels only, so this is off by default.
+            """
+        ),
+    )
+    upgrade = StrListOption(
+        default=[],
+        help=softwrap(
+            """
+            Re-lock minimally: keep every pin of the existing lockfile except for these projects,
+            which are resolved afresh (`pants generate-lockfiles --fastpex-upgrade=torch`). Empty:
+            a fresh lock, as Pants' builtin goal does.
+            """
+        ),
+    )
+    fetch_jobs = IntOption(
+        default=8,
+        help="How many artifacts to download at once.",
+    )
+    metadata_jobs = IntOption(
+        default=16,
+        help="How many core-metadata requests to run at once while locking.",
+    )
+    compression_level = IntOption(
+        default=6,
+        help=softwrap(
+            """
+            Deflate level (0-9) of the dependency layers. Layers are compressed once and cached,
+            so this costs time only on the first build of each wheel.
+            """
+        ),
+    )
+    offline = BoolOption(
+        default=False,
+        help="Build from the warm artifact store only; fail if an artifact is missing.",
+    )
 
 
 def rules():
-    return [*collect_rules()]
+    return [*collect_rules(), *FastpexSubsystem.rules()]

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import struct
+import sys
 import tarfile
 import threading
 import time
@@ -130,8 +131,39 @@ class RequestRecord:
     status: int  # 0 if the connection failed before a status was sent
     bytes_sent: int  # body bytes written (headers excluded)
     started: float  # time.monotonic()
-    finished: float
+    finished: float  # when the response was complete from the client's view
     faults: Tuple[str, ...]
+
+
+@dataclass
+class _LiveRecord:
+    """Mutable log entry, finalized *before* the client can see the response end."""
+
+    method: str
+    path: str
+    query: str
+    range: Optional[str]
+    accept: Optional[str]
+    is_file: bool
+    started: float
+    status: int = 0
+    bytes_sent: int = 0
+    finished: Optional[float] = None
+    faults: List[str] = field(default_factory=list)
+
+    def snapshot(self) -> RequestRecord:
+        return RequestRecord(
+            method=self.method,
+            path=self.path,
+            query=self.query,
+            range=self.range,
+            accept=self.accept,
+            status=self.status,
+            bytes_sent=self.bytes_sent,
+            started=self.started,
+            finished=self.finished if self.finished is not None else time.monotonic(),
+            faults=tuple(self.faults),
+        )
 
 
 @dataclass(frozen=True)
@@ -176,7 +208,7 @@ def parse_range(header: Optional[str], size: int) -> Optional[Tuple[int, int]]:
         return None
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         return UNSATISFIABLE
@@ -371,9 +403,10 @@ class _HTTPServer(ThreadingHTTPServer):
                 pass
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        import sys
-
-        self.index.errors.append(sys.exc_info()[1])
+        """Keep handler crashes for inspection instead of printing tracebacks."""
+        error = sys.exc_info()[1]
+        if error is not None:
+            self.index.errors.append(error)
 
 
 class IndexServer:
@@ -385,7 +418,7 @@ class IndexServer:
         self._config = config or IndexConfig()
         self._lock = threading.Lock()
         self._fired: Dict[Fault, int] = {}
-        self._log: List[RequestRecord] = []
+        self._log: List[_LiveRecord] = []
         self._in_flight_files = 0
         self._max_in_flight_files = 0
         self._stopping = threading.Event()
@@ -497,12 +530,9 @@ class IndexServer:
     # -- request log -----------------------------------------------------
     @property
     def requests(self) -> List[RequestRecord]:
+        """Snapshot of the log, oldest first (in-flight requests included)."""
         with self._lock:
-            return list(self._log)
-
-    def record(self, rec: RequestRecord) -> None:
-        with self._lock:
-            self._log.append(rec)
+            return [r.snapshot() for r in self._log]
 
     def matching(self, path_glob: str, method: Optional[str] = None) -> List[RequestRecord]:
         return [
@@ -522,14 +552,26 @@ class IndexServer:
             self._log.clear()
             self._max_in_flight_files = self._in_flight_files
 
-    def file_request_started(self) -> None:
+    def _begin(self, live: _LiveRecord) -> None:
         with self._lock:
-            self._in_flight_files += 1
-            self._max_in_flight_files = max(self._max_in_flight_files, self._in_flight_files)
+            self._log.append(live)
+            if live.is_file:
+                self._in_flight_files += 1
+                self._max_in_flight_files = max(self._max_in_flight_files, self._in_flight_files)
 
-    def file_request_finished(self) -> None:
+    def _update(self, live: _LiveRecord, status: Optional[int] = None, sent: int = 0) -> None:
         with self._lock:
-            self._in_flight_files -= 1
+            if status is not None:
+                live.status = status
+            live.bytes_sent += sent
+
+    def _complete(self, live: _LiveRecord) -> None:
+        """Idempotent; called just before the client can observe the end of the response."""
+        with self._lock:
+            if live.finished is None:
+                live.finished = time.monotonic()
+                if live.is_file:
+                    self._in_flight_files -= 1
 
     @property
     def max_concurrent_file_requests(self) -> int:
@@ -568,35 +610,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, head: bool) -> None:
         split = urlsplit(self.path)
         path = unquote(split.path)
-        self._status = 0
-        self._bytes_sent = 0
-        self._faults: List[str] = []
         self._head = head
-        started = time.monotonic()
-        is_file = path.startswith("/files/")
-        if is_file:
-            self.index.file_request_started()
+        self._live = _LiveRecord(
+            method=self.command,
+            path=path,
+            query=split.query,
+            range=self.headers.get("Range"),
+            accept=self.headers.get("Accept"),
+            is_file=path.startswith("/files/"),
+            started=time.monotonic(),
+        )
+        self.index._begin(self._live)
         try:
             self._route(path, split.query)
         except OSError:
             self.close_connection = True
         finally:
-            if is_file:
-                self.index.file_request_finished()
-            self.index.record(
-                RequestRecord(
-                    method=self.command,
-                    path=path,
-                    query=split.query,
-                    range=self.headers.get("Range"),
-                    accept=self.headers.get("Accept"),
-                    status=self._status,
-                    bytes_sent=self._bytes_sent,
-                    started=started,
-                    finished=time.monotonic(),
-                    faults=tuple(self._faults),
-                )
-            )
+            self.index._complete(self._live)
 
     def _route(self, path: str, query: str) -> None:
         config = self.index.config
@@ -606,7 +636,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(401, b"authentication required\n", "text/plain", challenge)
             return
         faults = self.index.fire(_TRANSPORT_FAULTS, filename, path)
-        self._faults.extend(f.kind for f in faults)
+        self._live.faults.extend(f.kind for f in faults)
         if filename is not None:
             self._serve_file(config, filename, faults)
         elif path == "/simple" or path.startswith("/simple/"):
@@ -645,7 +675,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body_fault is not None and body_fault.kind == "wrong_content_length":
             declared = max(0, length + body_fault.length_delta)
 
-        self._status = status
+        self.index._update(self._live, status=status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(declared))
@@ -654,16 +684,19 @@ class _Handler(BaseHTTPRequestHandler):
         if body_fault is not None:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        if self._head:
-            return
-        limit = length
+        limit = 0 if self._head else length
         if body_fault is not None and body_fault.kind in ("reset_mid_body", "truncate_body"):
             limit = int(length * body_fault.fraction)
-        chunk_delay = slow.chunk_delay if slow is not None else 0.0
-        self._write_body(body, limit, chunk_delay)
-        if body_fault is not None and body_fault.kind == "reset_mid_body":
-            self._reset_connection()
+        if min(limit, declared) == 0 and body_fault is None:
+            self.index._complete(self._live)
+        self.end_headers()
+        self._write_body(body, limit, declared, slow.chunk_delay if slow is not None else 0.0)
+        if body_fault is not None:
+            self.index._complete(self._live)
+            if body_fault.kind == "reset_mid_body":
+                self._reset_connection()
+            else:
+                self.connection.shutdown(socket.SHUT_WR)  # FIN now, not after the handler returns
 
     def _chunks(self, body: Body, limit: int) -> Iterator[bytes]:
         size = self.index.config.chunk_size
@@ -682,13 +715,20 @@ class _Handler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
                 yield chunk
 
-    def _write_body(self, body: Body, limit: int, chunk_delay: float) -> None:
+    def _write_body(self, body: Body, limit: int, declared: int, chunk_delay: float) -> None:
+        sent = 0
         for i, chunk in enumerate(self._chunks(body, limit)):
             if i and chunk_delay:
                 self.index.sleep(chunk_delay)
-            self.wfile.write(chunk)
-            self._bytes_sent += len(chunk)
-        self.wfile.flush()
+            self.index._update(self._live, sent=len(chunk))
+            sent += len(chunk)
+            if sent >= declared:
+                self.index._complete(self._live)
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                self.index._update(self._live, sent=-len(chunk))
+                raise
 
     def _reset_connection(self) -> None:
         """Abort with RST (SO_LINGER 0) instead of an orderly FIN."""
@@ -719,7 +759,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = dist.metadata
         wrong = self.index.fire(("wrong_metadata",), wheel, f"/files/{wheel}.metadata")
         if wrong:
-            self._faults.append("wrong_metadata")
+            self._live.faults.append("wrong_metadata")
             data = _corrupt_metadata(data)
         self._serve_bytes(config, data, len(data), faults)
 
@@ -768,8 +808,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(301, b"moved\n", "text/plain", {"Location": location}, faults)
 
     def _serve_page(self, query: str, faults: Sequence[Fault], render) -> None:  # type: ignore[no-untyped-def]
-        fmt = parse_qs(query).get("format")
-        media = _negotiate(fmt[0] if fmt else self.headers.get("Accept"))
+        fmt = parse_qs(query).get("format")  # `+` arrives form-decoded as a space
+        media = _negotiate(fmt[0].replace(" ", "+") if fmt else self.headers.get("Accept"))
         if media is None:
             self._respond(406, b"not acceptable\n", "text/plain", {"Vary": "Accept"}, faults)
             return
@@ -795,7 +835,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The PEP 691 file dict; HTML rendering is derived from it."""
         sha = dist.sha256
         if self.index.fire(("wrong_hash",), dist.filename, f"/files/{dist.filename}"):
-            self._faults.append("wrong_hash")
+            self._live.faults.append("wrong_hash")
             sha = _wrong_digest(sha)
         entry: dict = {
             "filename": dist.filename,

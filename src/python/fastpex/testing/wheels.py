@@ -209,6 +209,8 @@ def build_wheel(
 ) -> Path:
     """Write a valid PEP 427 wheel into `dest_dir` and return its path.
 
+    `files` are added to (and may override) the default `<pkg>/__init__.py`.
+
     Package files come first (sorted) and dist-info last with RECORD at the end,
     mirroring real build backends so range-based metadata readers are exercised
     realistically.
@@ -218,7 +220,7 @@ def build_wheel(
     pkg = escape_name(name)
     norm_version = str(Version(version))
     dist_info = f"{pkg}-{_escape_version(version)}.dist-info"
-    payload = dict(files) if files is not None else _default_files(pkg, norm_version)
+    payload = {**_default_files(pkg, norm_version), **(files or {})}
     stored = set()
     if file_size_padding:
         pad_name = f"{pkg}/_padding.bin"
@@ -298,7 +300,7 @@ def build_sdist(
     norm_version = str(Version(version))
     reqs = [str(Requirement(r)) for r in requires_dist]
     root = f"{pkg}-{_escape_version(version)}"
-    members = dict(files) if files is not None else _default_files(pkg, norm_version)
+    members = {**_default_files(pkg, norm_version), **(files or {})}
     members["PKG-INFO"] = _pkg_info(name, norm_version, reqs, requires_python)
     members["pyproject.toml"] = _PYPROJECT
     members["setup.py"] = _setup_py(name, norm_version, pkg, reqs, requires_python)

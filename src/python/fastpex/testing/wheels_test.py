@@ -62,10 +62,12 @@ def test_wheel_installs_with_pip_and_imports(tmp_path: Path) -> None:
     assert (target / "bin" / "demo-cli").is_file()
 
 
-def test_default_package_file_carries_version(tmp_path: Path) -> None:
-    whl = build_wheel(tmp_path, "my-lib", "0.1")
+def test_default_package_file_carries_version_and_extra_files_add_to_it(tmp_path: Path) -> None:
+    whl = build_wheel(tmp_path, "my-lib", "0.1", files={"my_lib/data.txt": b"payload", "top.py": b"X = 1\n"})
     with zipfile.ZipFile(whl) as zf:
         assert zf.read("my_lib/__init__.py") == b'__version__ = "0.1"\n'
+        assert zf.read("my_lib/data.txt") == b"payload"
+        assert zf.read("top.py") == b"X = 1\n"
 
 
 def test_record_hashes_and_sizes_verify(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_identical_inputs_give_identical_bytes(tmp_path: Path) -> None:
 
 
 def test_zip_layout_is_fixed(tmp_path: Path) -> None:
-    whl = build_wheel(tmp_path, "lay", "1", files={"lay/b.py": b"", "lay/a.py": b"", "lay/__init__.py": b""})
+    whl = build_wheel(tmp_path, "lay", "1", files={"lay/b.py": b"", "lay/a.py": b""})
     with zipfile.ZipFile(whl) as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]

@@ -1,0 +1,545 @@
+"""Wheel -> dependency layer: the installed-wheel chroot pex would embed, compressed exactly once.
+
+A PEX built by pex 2.x (with pre-installed wheels, the default) carries each dependency as the
+directory `.deps/<wheel file name>/` holding the wheel installed by `pex.pep_427.
+install_wheel_chroot` (including its `.layout.json` and `<project>.pex-info/` markers). The
+runtime extracts that directory to `PEX_ROOT/installed_wheels/...` and trusts the `.layout.json`
+there; PEX-INFO's `distributions` maps the wheel file name to the chroot fingerprint.
+
+A *layer* is that directory already compressed into a zip fragment (see `zipfrag`) with names
+`.deps/<wheel file name>/...`, so the zipapp builder raw-copies it. Layers are cached under
+`<cache_root>/layers/v1/<key>/` where `key` covers everything that changes the bytes: the wheel
+sha256 and file name, the compression level, our layout version and the pex version (whose
+installer produces the chroot). A `packed` variant (the standalone zip pex's packed layout puts at
+`.deps/<wheel file name>`) is derived from the same fragment on demand and cached next to it.
+
+Cache writes are atomic: build in a sibling temp dir, hold `fcntl.flock` on `<key>.lock`, check
+again after locking, then rename into place. Racing builders do the work once and all see one
+intact layer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from fastpex.core import zipfrag
+from fastpex.core.cache import CacheKind, cache_dir, file_lock
+
+__all__ = [
+    "CorruptWheelError",
+    "HashMismatchError",
+    "LAYOUT_VERSION",
+    "Layer",
+    "LayerError",
+    "UnsafeWheelError",
+    "WheelInput",
+    "build_layer",
+    "build_layers",
+    "ensure_packed",
+    "layer_key",
+    "load_layer",
+    "sha256_file",
+]
+
+# Bump when the bytes a layer holds for the same inputs change (entry naming, modes, ordering...).
+LAYOUT_VERSION = 1
+DEPS_DIR = ".deps"
+FRAGMENT_NAME = "layer.frag"
+MANIFEST_NAME = "manifest.json"
+PACKED_NAME = "layer.zip"
+DEFAULT_COMPRESS_LEVEL = 6
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class LayerError(Exception):
+    """A wheel could not be turned into a layer; names the wheel (and member when relevant)."""
+
+    def __init__(self, message: str, wheel: str, member: Optional[str] = None) -> None:
+        super().__init__(message, wheel, member)
+        self.message = message
+        self.wheel = wheel
+        self.member = member
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HashMismatchError(LayerError):
+    """The wheel's sha256 is not the one the caller (lock) expected."""
+
+
+class CorruptWheelError(LayerError):
+    """The wheel is not a readable zip / not a valid wheel."""
+
+
+class UnsafeWheelError(LayerError):
+    """A wheel member would be written outside the install dir (or is ambiguous)."""
+
+
+@dataclass(frozen=True)
+class WheelInput:
+    """A wheel to layer: its path, the sha256 it must have and its file name if `path` isn't it
+    (e.g. a content-addressed store names files by hash)."""
+
+    path: str
+    sha256: str
+    filename: Optional[str] = None
+
+    @property
+    def wheel_filename(self) -> str:
+        return self.filename or os.path.basename(self.path)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A cached dependency layer. `built` says whether this call did the work (cache miss)."""
+
+    directory: str
+    key: str
+    wheel_filename: str
+    wheel_sha256: str
+    project_name: str
+    version: str
+    fingerprint: str
+    entry_count: int
+    fragment_size: int
+    compress_level: int
+    pex_version: str
+    console_scripts: Mapping[str, str] = field(default_factory=dict)
+    gui_scripts: Mapping[str, str] = field(default_factory=dict)
+    scripts: Tuple[str, ...] = ()
+    built: bool = field(default=False, compare=False)
+
+    @property
+    def fragment_path(self) -> str:
+        return os.path.join(self.directory, FRAGMENT_NAME)
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.directory, MANIFEST_NAME)
+
+    @property
+    def packed_path(self) -> str:
+        return os.path.join(self.directory, PACKED_NAME)
+
+    @property
+    def deps_relpath(self) -> str:
+        """Where the runtime expects this dependency: `.deps/<wheel file name>`."""
+        return f"{DEPS_DIR}/{self.wheel_filename}"
+
+    @property
+    def requirement(self) -> str:
+        """The pinned requirement pex records for an added distribution (`name==version`)."""
+        return f"{self.project_name}=={self.version}"
+
+
+def _pex_version() -> str:
+    from pex.version import __version__
+
+    return __version__
+
+
+def sha256_file(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def layer_key(wheel_sha256: str, compress_level: int, wheel_filename: str) -> str:
+    """Cache key: sha256 over everything that determines a layer's bytes.
+
+    The wheel file name is included because it is embedded in every entry name
+    (`.deps/<wheel file name>/`) and in pex's `original-whl-info.json`.
+    """
+    material = {
+        "compress_level": compress_level,
+        "layout_version": LAYOUT_VERSION,
+        "pex_version": _pex_version(),
+        "wheel_filename": wheel_filename,
+        "wheel_sha256": wheel_sha256.lower(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _layers_root(cache_root: Optional[PathLike]) -> Path:
+    return cache_dir(CacheKind.LAYERS, Path(cache_root) if cache_root is not None else None)
+
+
+def _parse_filename(wheel: WheelInput) -> Tuple[str, str]:
+    filename = wheel.wheel_filename
+    try:
+        if "/" in filename or "\\" in filename:
+            raise InvalidWheelFilename(filename)
+        name, version, _, _ = parse_wheel_filename(filename)
+    except InvalidWheelFilename as e:
+        raise CorruptWheelError(
+            f"{filename!r} is not a valid wheel file name ({e}); pass the wheel's real file "
+            f"name for {wheel.path}.",
+            wheel=filename,
+        )
+    return str(name), str(version)
+
+
+def load_layer(key: str, cache_root: Optional[PathLike] = None) -> Optional[Layer]:
+    """The cached layer for `key`, or None if it was never (completely) built."""
+    directory = _layers_root(cache_root) / key
+    return _load(directory)
+
+
+def _load(directory: Path, built: bool = False) -> Optional[Layer]:
+    try:
+        with open(directory / MANIFEST_NAME) as fp:
+            data = json.load(fp)
+    except FileNotFoundError:
+        return None
+    return Layer(
+        directory=str(directory),
+        key=data["key"],
+        wheel_filename=data["wheel_filename"],
+        wheel_sha256=data["wheel_sha256"],
+        project_name=data["project_name"],
+        version=data["version"],
+        fingerprint=data["fingerprint"],
+        entry_count=data["entry_count"],
+        fragment_size=data["fragment_size"],
+        compress_level=data["compress_level"],
+        pex_version=data["pex_version"],
+        console_scripts=dict(data.get("console_scripts", {})),
+        gui_scripts=dict(data.get("gui_scripts", {})),
+        scripts=tuple(data.get("scripts", ())),
+        built=built,
+    )
+
+
+# --- wheel verification ------------------------------------------------------------------------
+
+
+def _verify_sha256(wheel: WheelInput) -> None:
+    try:
+        actual = sha256_file(wheel.path)
+    except OSError as e:
+        raise CorruptWheelError(
+            f"Cannot read wheel {wheel.wheel_filename} at {wheel.path}: {e}", wheel=wheel.wheel_filename
+        )
+    if actual != wheel.sha256.lower():
+        raise HashMismatchError(
+            f"Wheel {wheel.wheel_filename} at {wheel.path} has sha256 {actual} but "
+            f"{wheel.sha256} was expected; refusing to use it.",
+            wheel=wheel.wheel_filename,
+        )
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _check_members(zf: zipfile.ZipFile, wheel_name: str) -> None:
+    """Refuse members that could escape the install dir or that collide."""
+    seen: Dict[str, str] = {}
+    for info in zf.infolist():
+        name = info.filename
+        problem = None
+        if "\x00" in name or "\\" in name:
+            problem = "has a NUL or backslash in its path"
+        elif name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+            problem = "has an absolute path"
+        elif ".." in name.split("/"):
+            problem = "has a `..` path component"
+        if problem:
+            raise UnsafeWheelError(
+                f"Wheel {wheel_name} member {name!r} {problem}; refusing to install it.",
+                wheel=wheel_name,
+                member=name,
+            )
+        normalized = posixpath.normpath(name)
+        if normalized in seen:
+            raise UnsafeWheelError(
+                f"Wheel {wheel_name} has duplicate member {name!r}"
+                + (f" (also as {seen[normalized]!r})" if seen[normalized] != name else "")
+                + "; which copy is installed would be ambiguous.",
+                wheel=wheel_name,
+                member=name,
+            )
+        seen[normalized] = name
+        if _is_symlink(info):
+            target = zf.read(info).decode("utf-8", "replace")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise UnsafeWheelError(
+                    f"Wheel {wheel_name} member {name!r} is a symlink to {target!r} which "
+                    f"escapes the wheel; refusing to install it.",
+                    wheel=wheel_name,
+                    member=name,
+                )
+
+
+def _find_corrupt_member(path: str) -> Optional[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                try:
+                    with zf.open(info) as fp:
+                        while fp.read(1 << 20):
+                            pass
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+                    return info.filename
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def _install_chroot(wheel_path: str, dest: str, wheel_name: str):
+    """Install exactly as pex does for a downloaded wheel (resolver `_perform_install`)."""
+    from pex.pep_427 import install_wheel_chroot
+
+    try:
+        return install_wheel_chroot(wheel=wheel_path, destination=dest)
+    except LayerError:
+        raise
+    except Exception as e:  # pex raises a variety of errors for broken wheels
+        member = _find_corrupt_member(wheel_path)
+        where = f" member {member!r}" if member else ""
+        raise CorruptWheelError(
+            f"Wheel {wheel_name}{where} is corrupt or not a valid wheel: {e}",
+            wheel=wheel_name,
+            member=member,
+        ) from e
+
+
+def _iter_chroot_entries(chroot: str, prefix: str) -> List[zipfrag.SourceEntry]:
+    """The zip entries pex writes for an installed chroot: files (no bytecode) + parent dirs."""
+    from pex.common import is_pyc_file
+
+    files: List[zipfrag.SourceEntry] = []
+    dirs = {prefix + "/"}
+    for root, dirnames, filenames in os.walk(chroot):
+        dirnames.sort()
+        rel_root = os.path.relpath(root, chroot)
+        for filename in sorted(filenames):
+            if is_pyc_file(filename):
+                continue
+            path = os.path.join(root, filename)
+            rel = filename if rel_root == "." else f"{rel_root}/{filename}".replace(os.sep, "/")
+            parts = rel.split("/")
+            for i in range(1, len(parts)):
+                dirs.add(prefix + "/" + "/".join(parts[:i]) + "/")
+            files.append(
+                zipfrag.SourceEntry(
+                    name=f"{prefix}/{rel}",
+                    path=path,
+                    executable=bool(os.stat(path).st_mode & stat.S_IXUSR),
+                )
+            )
+    return [zipfrag.SourceEntry(name=d) for d in sorted(dirs)] + files
+
+
+def _entry_points(chroot: str) -> Tuple[Dict[str, str], Dict[str, str]]:
+    from pex.dist_metadata import Distribution
+
+    entry_map = Distribution.load(chroot).get_entry_map()
+    groups = []
+    for group in ("console_scripts", "gui_scripts"):
+        named = entry_map.get(group, {})
+        groups.append({name: str(ep.entry_point) for name, ep in sorted(named.items())})
+    return groups[0], groups[1]
+
+
+def _build_into(
+    wheel: WheelInput,
+    key: str,
+    compress_level: int,
+    work: str,
+    out_dir: str,
+) -> None:
+    filename = wheel.wheel_filename
+    project_name, version = _parse_filename(wheel)
+    _verify_sha256(wheel)
+    try:
+        with zipfile.ZipFile(wheel.path) as zf:
+            _check_members(zf, filename)
+    except zipfile.BadZipFile as e:
+        raise CorruptWheelError(f"Wheel {filename} is not a valid zip file: {e}", wheel=filename)
+
+    wheel_path = wheel.path
+    if os.path.basename(wheel_path) != filename:
+        # pex derives the project name/version and `original-whl-info.json` from the file name.
+        wheel_path = os.path.join(work, "whl", filename)
+        os.makedirs(os.path.dirname(wheel_path))
+        os.symlink(os.path.abspath(wheel.path), wheel_path)
+
+    chroot = os.path.join(work, "chroot", filename)
+    installed = _install_chroot(wheel_path, chroot, filename)
+    if not installed.fingerprint:
+        raise CorruptWheelError(f"pex produced no fingerprint for {filename}", wheel=filename)
+
+    entries = _iter_chroot_entries(chroot, f"{DEPS_DIR}/{filename}")
+    os.makedirs(out_dir)
+    index = zipfrag.write_fragment(entries, os.path.join(out_dir, FRAGMENT_NAME), compress_level)
+
+    console_scripts, gui_scripts = _entry_points(chroot)
+    scripts_dir = installed.stashed_path(_script_dir())
+    scripts = sorted(os.listdir(scripts_dir)) if os.path.isdir(scripts_dir) else []
+    manifest = {
+        "console_scripts": console_scripts,
+        "compress_level": compress_level,
+        "entry_count": len(index.entries),
+        "fingerprint": installed.fingerprint,
+        "fragment_size": os.path.getsize(os.path.join(out_dir, FRAGMENT_NAME)),
+        "gui_scripts": gui_scripts,
+        "key": key,
+        "layout_version": LAYOUT_VERSION,
+        "pex_version": _pex_version(),
+        "project_name": project_name,
+        "scripts": scripts,
+        "version": version,
+        "wheel_filename": filename,
+        "wheel_sha256": wheel.sha256.lower(),
+    }
+    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as fp:
+        json.dump(manifest, fp, sort_keys=True, indent=1)
+        fp.write("\n")
+        fp.flush()
+        os.fsync(fp.fileno())
+
+
+def _script_dir() -> str:
+    from pex.sysconfig import SCRIPT_DIR
+
+    return SCRIPT_DIR
+
+
+def build_layer(
+    wheel: Union[WheelInput, PathLike],
+    sha256: Optional[str] = None,
+    *,
+    cache_root: Optional[PathLike] = None,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    filename: Optional[str] = None,
+) -> Layer:
+    """Return the layer for a wheel, building and caching it on a miss.
+
+    On a hit the wheel is not even read: the key is derived from the expected sha256, and a
+    layer only ever gets cached after its wheel matched that sha256.
+    """
+    if not isinstance(wheel, WheelInput):
+        if sha256 is None:
+            raise ValueError("build_layer needs the wheel's expected sha256")
+        wheel = WheelInput(path=os.fspath(wheel), sha256=sha256, filename=filename)
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
+    key = layer_key(wheel.sha256, compress_level, wheel.wheel_filename)
+    root = _layers_root(cache_root)
+    final = root / key
+    layer = _load(final)
+    if layer is not None:
+        return layer
+    with file_lock(root / f"{key}.lock"):
+        layer = _load(final)
+        if layer is not None:
+            return layer
+        work = tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=root)
+        try:
+            out_dir = os.path.join(work, "layer")
+            _build_into(wheel, key, compress_level, work, out_dir)
+            if final.exists():  # A stale partial dir from a crash (no manifest): replace it.
+                shutil.rmtree(final)
+            os.rename(out_dir, final)
+            _fsync_dir(root)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    built = _load(final, built=True)
+    assert built is not None
+    return built
+
+
+def _fsync_dir(path: PathLike) -> None:
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _build_layer_job(args: Tuple[WheelInput, Optional[str], int]) -> Layer:
+    wheel, cache_root, compress_level = args
+    return build_layer(wheel, cache_root=cache_root, compress_level=compress_level)
+
+
+def build_layers(
+    wheels: Iterable[Union[WheelInput, Tuple[PathLike, str]]],
+    *,
+    cache_root: Optional[PathLike] = None,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    jobs: Optional[int] = None,
+) -> List[Layer]:
+    """Layers for `wheels` (in order), building cache misses in parallel over `jobs` processes.
+
+    `jobs` defaults to the CPU count; 1 builds in this process.
+    """
+    inputs = [w if isinstance(w, WheelInput) else WheelInput(os.fspath(w[0]), w[1]) for w in wheels]
+    root = os.fspath(_layers_root(cache_root))
+    results: List[Optional[Layer]] = []
+    missing: List[int] = []
+    for i, wheel in enumerate(inputs):
+        _parse_filename(wheel)
+        layer = _load(Path(root) / layer_key(wheel.sha256, compress_level, wheel.wheel_filename))
+        results.append(layer)
+        if layer is None:
+            missing.append(i)
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if len(missing) > 1 and jobs > 1:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(missing))) as pool:
+            futures = {
+                i: pool.submit(_build_layer_job, (inputs[i], root, compress_level)) for i in missing
+            }
+            for i, future in futures.items():
+                results[i] = future.result()
+    else:
+        for i in missing:
+            results[i] = build_layer(inputs[i], cache_root=root, compress_level=compress_level)
+    return [layer for layer in results if layer is not None]
+
+
+def ensure_packed(layer: Layer) -> str:
+    """Path of the layer as a standalone zip (pex's packed `.deps/<whl>`), built once from the
+    fragment: entries renamed relative to the chroot root, compressed data copied verbatim."""
+    final = layer.packed_path
+    if os.path.exists(final):
+        return final
+    with file_lock(Path(layer.directory + ".lock")):
+        if os.path.exists(final):
+            return final
+        fd, tmp = tempfile.mkstemp(prefix=f".{PACKED_NAME}.", suffix=".tmp", dir=layer.directory)
+        os.close(fd)
+        try:
+            zipfrag.fragment_to_zip(
+                layer.fragment_path, tmp, strip_prefix=layer.deps_relpath + "/"
+            )
+            with open(tmp, "rb") as fp:
+                os.fsync(fp.fileno())
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return final

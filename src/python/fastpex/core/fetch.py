@@ -336,6 +336,18 @@ class _Downloader:
             self.reporter.bytes_received(artifact, delta)
 
     def fetch_one(self, artifact: Artifact) -> FetchedArtifact:
+        """Download one artifact; a failure cancels the rest before this worker takes another."""
+        try:
+            return self._fetch_one(artifact)
+        except _Cancelled:
+            raise
+        except BaseException:
+            self.cancelled.set()
+            raise
+
+    def _fetch_one(self, artifact: Artifact) -> FetchedArtifact:
+        if self.cancelled.is_set():
+            raise _Cancelled()
         scheme = urlsplit(artifact.url).scheme.lower()
         if scheme == "file":
             return self._copy_local(artifact)
@@ -446,9 +458,10 @@ class _Downloader:
         status = response.status
         try:
             if status == 416 and have:
-                total = (response.content_range or (None, None, None))[2]
-                total = total if total is not None else _star_total(response.header("Content-Range"))
-                if total == have:  # every byte is already here
+                complete = (response.content_range or (None, None, None))[2]
+                if complete is None:
+                    complete = _star_total(response.header("Content-Range"))
+                if complete == have:  # every byte is already here
                     return self._commit(artifact, hash_file(part).hexdigest(), resumed=True)
                 store.discard_partial(sha)
                 raise _Transient("the server refused to resume (HTTP 416); restarting from zero")
@@ -533,6 +546,8 @@ class _Downloader:
 
     def _commit(self, artifact: Artifact, actual: str, *, resumed: bool) -> Path:
         if actual != artifact.sha256.lower():
+            part = self.store.partial_path(artifact.sha256)
+            actual_size = part.stat().st_size if part.exists() else None
             self.store.discard_partial(artifact.sha256)
             if resumed:
                 # The kept prefix may predate a change on the server: one clean restart decides.
@@ -543,7 +558,7 @@ class _Downloader:
                 artifact.sha256,
                 actual,
                 expected_size=artifact.size,
-                actual_size=None,
+                actual_size=actual_size,
             )
         try:
             return self.store.commit_partial(artifact, actual)

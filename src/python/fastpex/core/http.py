@@ -15,9 +15,7 @@ from __future__ import annotations
 import builtins
 import http.client
 import logging
-import os
 import random
-import socket
 import ssl
 import threading
 import time

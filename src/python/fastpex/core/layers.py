@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -383,9 +383,13 @@ def _build_into(
     wheel_path = wheel.path
     if os.path.basename(wheel_path) != filename:
         # pex derives the project name/version and `original-whl-info.json` from the file name.
+        # pex resolves symlinks, so give it a hard link (or a copy across devices).
         wheel_path = os.path.join(work, "whl", filename)
         os.makedirs(os.path.dirname(wheel_path))
-        os.symlink(os.path.abspath(wheel.path), wheel_path)
+        try:
+            os.link(wheel.path, wheel_path)
+        except OSError:
+            shutil.copyfile(wheel.path, wheel_path)
 
     chroot = os.path.join(work, "chroot", filename)
     installed = _install_chroot(wheel_path, chroot, filename)

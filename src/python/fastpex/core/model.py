@@ -95,6 +95,7 @@ class Lock:
     distributions: Tuple[LockedDistribution, ...]
     resolves: Tuple[TargetResolve, ...]
     indexes: Tuple[str, ...] = ()  # credential-free index URLs the lock was made from
+    upload_cutoff: Optional[str] = None  # ISO 8601 UTC; files uploaded later were not considered
 
     def distribution(self, name: str, version: str) -> LockedDistribution:
         key = (canonicalize_name(name), version)

@@ -505,6 +505,9 @@ def _install(tmp: str, final: str) -> None:
         os.rename(final, old)
         os.rename(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
+    elif os.path.isdir(tmp) and os.path.lexists(final):
+        os.unlink(final)  # A directory cannot be renamed over a file.
+        os.rename(tmp, final)
     else:
         os.replace(tmp, final)
 

@@ -207,6 +207,13 @@ def _walk(lock: Lock, target: Target) -> Tuple[Dict[str, Set[str]], TargetResolv
     """Needed distributions (canonical name -> active extras) reached from the requirements."""
     resolve = _resolve_for(lock, target)
     recorded = {canonicalize_name(p.name): p for p in resolve.packages}
+    if recorded and not lock.requirements:
+        # Walking from nothing would silently select nothing: refuse instead.
+        raise LockInconsistencyError(
+            f"The lock for resolve `{lock.resolve_name}` records {len(recorded)} packages for "
+            f"target `{target.name}` but lists no requirements to reach them from. The lock "
+            f"is incomplete: regenerate it"
+        )
     needed: Dict[str, Set[str]] = {}
     # Worklist of (requirement, who asked), so errors can say where an edge came from.
     work: List[Tuple[Requirement, str]] = [

@@ -158,6 +158,15 @@ def test_needed_but_unrecorded_is_an_inconsistent_lock() -> None:
         select_artifacts(lock, [linux_target()])
 
 
+def test_packages_without_requirements_is_an_inconsistent_lock() -> None:
+    lock = ml_lock()
+    lock = make_lock([], lock.distributions, {linux_target(): ["torchish", "pure"]})
+    with pytest.raises(LockInconsistencyError, match="no requirements"):
+        select_artifacts(lock, [linux_target()])
+    empty = make_lock([], [], {linux_target(): []})
+    assert select_artifacts(empty, [linux_target()]).artifacts == ()
+
+
 def test_recorded_version_must_satisfy_the_edge() -> None:
     lock = make_lock(
         ["a"],

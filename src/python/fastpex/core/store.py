@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional, Union
+from typing import IO, Callable, Iterable, Iterator, Optional, Union
 
 from fastpex.core.cache import CacheKind, cache_dir, file_lock, fsync_dir
 from fastpex.core.model import Artifact
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+# Entries are read-only: `fetch --dest` hard-links them out, and a write through such a link
+# would silently corrupt the store.
+_ENTRY_MODE = 0o444
 
 
 class StoreError(Exception):
@@ -150,7 +153,8 @@ class ArtifactStore:
 
         return self._add(artifact, produce)
 
-    def _add(self, artifact: Artifact, produce) -> Path:  # type: ignore[no-untyped-def]
+    def _add(self, artifact: Artifact, produce: Callable[[IO[bytes]], Iterator[bytes]]) -> Path:
+        """`produce(fp)` writes into the temp file and yields what it wrote (to hash it)."""
         final = self.path_for(artifact.sha256)
         if self.has(artifact):
             return final
@@ -172,6 +176,7 @@ class ArtifactStore:
                     fp.flush()
                     os.fsync(fp.fileno())
                 _check(artifact, h.hexdigest(), size)
+                os.chmod(tmp, _ENTRY_MODE)
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
             finally:
@@ -248,6 +253,7 @@ class ArtifactStore:
                 return final
             with open(part, "rb+") as fp:
                 os.fsync(fp.fileno())
+            os.chmod(part, _ENTRY_MODE)
             os.replace(part, final)
             fsync_dir(final.parent)
         with contextlib.suppress(FileNotFoundError):

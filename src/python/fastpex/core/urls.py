@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Tuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -75,7 +75,8 @@ def credentials_in(url: str) -> Optional[Credentials]:
     user, password, _ = _split_netloc(urlsplit(expand_env(url)).netloc)
     if user is None:
         return None
-    return Credentials(user, password or "")
+    # Userinfo is percent-encoded in URLs (RFC 3986; `@` in a token is `%40`), as pip decodes it.
+    return Credentials(unquote(user), unquote(password or ""))
 
 
 def _netrc_credentials(host: str) -> Optional[Credentials]:

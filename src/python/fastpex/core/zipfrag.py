@@ -622,9 +622,14 @@ class ZipAssembler:
                 name = prefix + name[len(strip_prefix) :]
                 _validate_name(name)
             selected.append((entry, name))
-        # Validate everything before writing anything.
+        # Validate everything before claiming or writing anything.
+        batch: Dict[str, str] = {}
         for _, name in selected:
-            self._claim(name, label)
+            first = self._owners.get(name) or batch.get(name)
+            if first is not None:
+                raise DuplicateEntryError(name, first, label)
+            batch[name] = label
+        self._owners.update(batch)
         max_size = max([self._max_entry_size, index.max_entry_size])
         if not rename:
             base = self._out.pos

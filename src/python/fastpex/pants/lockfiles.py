@@ -3,9 +3,7 @@
 Resolve names are global in Pants 2.17, and the lock must serve Pants' own python goals too, so
 fastpex does not invent new names: it claims the `[python].resolves` listed in
 `[fastpex].resolves` and writes their lockfiles in the format the python backend reads. The
-python backend must not generate them as well (`[python].resolves_generate_lockfiles = false`),
-and must not see `--resolve=NAME` first (`fastpex.pants` precedes `pants.backend.python` in
-`[GLOBAL].backend_packages`): both are checked here with an error that says what to change.
+handover of those names from the python backend to fastpex is `claim_resolves.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Tuple
 
 from fastpex.pants.subsystem import FastpexSubsystem
 from fastpex.pants.tool import FastpexProcess
-from pants.backend.python.goals.lockfile import KnownPythonUserResolveNamesRequest
 from pants.backend.python.pip_requirement import PipRequirement
 from pants.backend.python.subsystems.repos import PythonRepos
 from pants.backend.python.subsystems.setup import PythonSetup
@@ -38,7 +35,7 @@ from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent, P
 from pants.engine.process import ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import AllTargets
-from pants.engine.unions import UnionMembership, UnionRule
+from pants.engine.unions import UnionRule
 from pants.engine.fs import GlobMatchErrorBehavior
 from pants.util.docutil import bin_name
 from pants.util.logging import LogLevel
@@ -78,7 +75,6 @@ def determine_fastpex_resolves(
     _: KnownFastpexResolveNamesRequest,
     fastpex: FastpexSubsystem,
     python_setup: PythonSetup,
-    union_membership: UnionMembership,
 ) -> KnownUserResolveNames:
     names = tuple(fastpex.resolves)
     if names:
@@ -93,32 +89,9 @@ def determine_fastpex_resolves(
                     """
                 )
             )
-        if python_setup.resolves_generate_lockfiles:
-            raise FastpexConfigurationError(
-                softwrap(
-                    """
-                    fastpex generates the lockfiles of `[fastpex].resolves`, so the python backend
-                    must not: set `[python].resolves_generate_lockfiles = false` in pants.toml.
-                    """
-                )
-            )
-        members = list(union_membership.get(KnownUserResolveNamesRequest))
-        if members.index(KnownPythonUserResolveNamesRequest) < members.index(
-            KnownFastpexResolveNamesRequest
-        ):
-            raise FastpexConfigurationError(
-                softwrap(
-                    """
-                    `fastpex.pants` must come before `pants.backend.python` in
-                    `[GLOBAL].backend_packages`, so that `generate-lockfiles --resolve=NAME` reaches
-                    fastpex for the resolves it manages.
-                    """
-                )
-            )
-    # The same option name as the python backend's: these are the same resolves, not rivals.
     return KnownUserResolveNames(
         names=names,
-        option_name="[python].resolves",
+        option_name="[fastpex].resolves",
         requested_resolve_names_cls=RequestedFastpexResolveNames,
     )
 

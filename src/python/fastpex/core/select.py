@@ -27,7 +27,14 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from fastpex.core.model import Artifact, LockedDistribution, Lock, Target, TargetResolve
+from fastpex.core.model import (
+    Artifact,
+    Lock,
+    LockedDistribution,
+    ResolvedPackage,
+    Target,
+    TargetResolve,
+)
 
 __all__ = [
     "LockInconsistencyError",
@@ -206,7 +213,9 @@ def _resolve_for(lock: Lock, target: Target) -> TargetResolve:
 def _walk(lock: Lock, target: Target) -> Tuple[Dict[str, Set[str]], TargetResolve]:
     """Needed distributions (canonical name -> active extras) reached from the requirements."""
     resolve = _resolve_for(lock, target)
-    recorded = {canonicalize_name(p.name): p for p in resolve.packages}
+    recorded: Dict[str, ResolvedPackage] = {
+        canonicalize_name(p.name): p for p in resolve.packages
+    }
     if recorded and not lock.requirements:
         # Walking from nothing would silently select nothing: refuse instead.
         raise LockInconsistencyError(
@@ -341,7 +350,9 @@ def _choose(dist: LockedDistribution, target: Target, allow_sdists: bool) -> Art
 
 def _select_for_target(lock: Lock, target: Target, allow_sdists: bool) -> TargetSelection:
     needed, resolve = _walk(lock, target)
-    recorded = {canonicalize_name(p.name): p for p in resolve.packages}
+    recorded: Dict[str, ResolvedPackage] = {
+        canonicalize_name(p.name): p for p in resolve.packages
+    }
     chosen = []
     for name in sorted(needed):
         package = recorded[name]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import pytest
 from packaging import tags
@@ -72,7 +72,7 @@ def dist(
 def make_lock(
     requirements: Sequence[str],
     dists: Sequence[LockedDistribution],
-    resolves: Dict[Target, Sequence[str]],
+    resolves: Mapping[Target, Sequence[str]],
 ) -> Lock:
     """`resolves`: target -> names of the recorded packages (versions come from `dists`)."""
     versions = {d.name: d.version for d in dists}

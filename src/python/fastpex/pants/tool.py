@@ -59,7 +59,7 @@ class FastpexProcess:
         return cls(
             argv=tuple(argv),
             description=description,
-            input_digest=request.input_digest,
+            input_digest=input_digest,
             output_files=tuple(output_files),
             output_directories=tuple(output_directories),
             cache_scope=cache_scope,

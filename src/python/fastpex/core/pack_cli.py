@@ -84,15 +84,8 @@ def _parse_env(values: Sequence[str]) -> dict:
     return env
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fastpex pack",
-        description="Build a PEX from pre-compressed, cached dependency layers.",
-    )
-    parser.add_argument("--wheel", action="append", default=[], metavar="PATH[=SHA256]",
-                        help="A wheel to include; repeatable. Without =SHA256 the file is trusted.")
-    parser.add_argument("--wheels-manifest", metavar="JSON",
-                        help="A JSON file listing wheels as {path, sha256[, filename]} objects.")
+def add_pex_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the PEX being built; shared by `pack` and `build`."""
     parser.add_argument("--sources", metavar="DIR", help="Application sources root.")
     parser.add_argument("--entry-point", metavar="MODULE[:FUNC]")
     parser.add_argument("--script", metavar="NAME",
@@ -113,7 +106,57 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="fastpex cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex).")
     parser.add_argument("--jobs", type=int, default=None, help="Processes for building layers.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastpex pack",
+        description="Build a PEX from pre-compressed, cached dependency layers.",
+    )
+    parser.add_argument("--wheel", action="append", default=[], metavar="PATH[=SHA256]",
+                        help="A wheel to include; repeatable. Without =SHA256 the file is trusted.")
+    parser.add_argument("--wheels-manifest", metavar="JSON",
+                        help="A JSON file listing wheels as {path, sha256[, filename]} objects.")
+    add_pex_options(parser)
     return parser
+
+
+def pack_wheels(options: argparse.Namespace, wheels: Sequence[layers_mod.WheelInput]) -> pexbuild.PexBuildResult:
+    """Layers for `wheels` (cached), then the PEX that `add_pex_options`' options describe."""
+    if options.entry_point and options.script:
+        raise UsageError("Use either --entry-point or --script, not both.")
+    if options.jobs is not None and options.jobs < 1:
+        raise UsageError("--jobs must be at least 1.")
+    for wheel in wheels:
+        if not os.path.isfile(wheel.path):
+            raise UsageError(f"The wheel {wheel.path} does not exist.")
+    layers = layers_mod.build_layers(
+        wheels,
+        cache_root=options.cache_dir,
+        compress_level=options.compress_level,
+        jobs=options.jobs,
+    )
+    return pexbuild.build_pex(
+        layers,
+        options.output,
+        sources=options.sources,
+        layout=options.layout,
+        entry_point=options.entry_point,
+        script=options.script,
+        interpreter_constraints=options.python_constraint,
+        inject_env=_parse_env(options.inject_env),
+        inject_args=options.inject_arg,
+        inherit_path=options.inherit_path,
+        venv=options.venv,
+        strip_pex_env=options.strip_pex_env,
+        include_tools=options.include_tools,
+        shebang=options.shebang,
+        compress_level=options.compress_level,
+        cache_root=options.cache_dir,
+    )
+
+
+PACK_ERRORS = (UsageError, pexbuild.PexBuildError, layers_mod.LayerError, zipfrag.FragmentError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -123,41 +166,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as e:  # argparse already printed usage + error (code 2) or help (0)
         return int(e.code or 0)
     try:
-        if options.entry_point and options.script:
-            raise UsageError("Use either --entry-point or --script, not both.")
-        if options.jobs is not None and options.jobs < 1:
-            raise UsageError("--jobs must be at least 1.")
         wheels = [_parse_wheel(value) for value in options.wheel]
         if options.wheels_manifest:
             wheels.extend(_parse_manifest(options.wheels_manifest))
-        for wheel in wheels:
-            if not os.path.isfile(wheel.path):
-                raise UsageError(f"The wheel {wheel.path} does not exist.")
-        layers = layers_mod.build_layers(
-            wheels,
-            cache_root=options.cache_dir,
-            compress_level=options.compress_level,
-            jobs=options.jobs,
-        )
-        result = pexbuild.build_pex(
-            layers,
-            options.output,
-            sources=options.sources,
-            layout=options.layout,
-            entry_point=options.entry_point,
-            script=options.script,
-            interpreter_constraints=options.python_constraint,
-            inject_env=_parse_env(options.inject_env),
-            inject_args=options.inject_arg,
-            inherit_path=options.inherit_path,
-            venv=options.venv,
-            strip_pex_env=options.strip_pex_env,
-            include_tools=options.include_tools,
-            shebang=options.shebang,
-            compress_level=options.compress_level,
-            cache_root=options.cache_dir,
-        )
-    except (UsageError, pexbuild.PexBuildError, layers_mod.LayerError, zipfrag.FragmentError) as e:
+        result = pack_wheels(options, wheels)
+    except PACK_ERRORS as e:
         print(f"fastpex pack: error: {e}", file=sys.stderr)
         return 2
     for output in result.outputs:

@@ -471,7 +471,9 @@ class ProxySource:
         self._indexes = tuple(indexes)
 
     def pip_index_args(self, target: Target) -> List[str]:
-        return ["--index-url", self.proxy.index_url(proxy_target_name(target.name))]  # type: ignore[attr-defined]
+        # The proxy retries upstream itself; pip retrying the loopback only repeats failures.
+        url = self.proxy.index_url(proxy_target_name(target.name))  # type: ignore[attr-defined]
+        return ["--index-url", url, "--retries", "0"]
 
     def project_files(self, project: str, target: Target) -> Sequence[ProjectFileLike]:
         return self.proxy.files_for(project, proxy_target_name(target.name))  # type: ignore[attr-defined]
@@ -566,6 +568,7 @@ class ResolveResult:
     notes: Tuple[str, ...] = ()
     pip_runs: int = 0
     seconds: float = 0.0
+    reports: Mapping[str, TargetReport] = field(default_factory=dict)  # final pip report per target
 
 
 # --------------------------------------------------------------------------------------------
@@ -969,6 +972,7 @@ def resolve(
         notes=tuple(notes),
         pip_runs=runner.runs,
         seconds=time.monotonic() - started,
+        reports=dict(results),
     )
 
 

@@ -441,10 +441,14 @@ class HttpClient:
         stream: bool = False,
         max_bytes: Optional[int] = None,
     ) -> Response:
-        """GET `url` (http, https or file). Non-2xx statuses are returned, not raised (see
-        `Response.raise_for_status`), except when retries for 5xx are exhausted they are
-        returned too. With `stream=False` the body is read now (capped at `max_bytes`, default
-        `HttpConfig.max_document_bytes`) and gzip is accepted for whole-document requests."""
+        """GET `url` (http, https or file; credentials in it are sent only to its origin).
+
+        Redirects are followed; 5xx/429 and connection failures are retried with backoff. Any
+        final status is returned, not raised (see `Response.raise_for_status`); only an
+        unreachable server raises (`HttpConnectionError`). With `stream=False` the body is read
+        now, capped at `max_bytes` (default `HttpConfig.max_document_bytes`), and gzip is
+        accepted; with `stream=True` read it with `iter_chunks()` (a broken body raises there,
+        and is not retried: callers that can resume do so with `range=`)."""
         return self.request("GET", url, headers=headers, range=range, stream=stream, max_bytes=max_bytes)
 
     def head(self, url: str, headers: Optional[Mapping[str, str]] = None) -> Response:

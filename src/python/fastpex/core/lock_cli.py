@@ -111,7 +111,7 @@ def read_requirements_file(path: str) -> List[str]:
     except OSError as e:
         raise UsageError(f"cannot read the requirements file `{path}`: {e.strerror or e}") from e
     out = []
-    for number, line in enumerate(re.sub(r"\\\r?\n", " ", text).splitlines(), start=1):
+    for number, line in enumerate(re.sub(r"\\\r?\n", "", text).splitlines(), start=1):
         line = re.sub(r"(^|\s)#.*$", "", line).strip()
         if not line:
             continue

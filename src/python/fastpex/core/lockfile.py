@@ -30,7 +30,7 @@ Format (JSON, `indent=2`, sorted keys, trailing newline), preceded by Pants' `//
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -57,6 +57,7 @@ __all__ = [
     "PEX_VERSION",
     "LockfileError",
     "PantsHeader",
+    "canonical_lock",
     "dumps_lock",
     "export_pylock_toml",
     "load_lock",
@@ -197,8 +198,22 @@ def _filename_from_url(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
-def _artifact_order(a: Artifact) -> Tuple[int, str, str]:
-    return (0 if a.is_wheel else 1, a.filename, a.url)
+def _artifact_order(a: Artifact) -> Tuple[str, str]:
+    return (a.filename, a.url)
+
+
+def canonical_lock(lock: Lock) -> Lock:
+    """The lock in the order the file stores it: distributions by (name, version), artifacts by
+    (filename, url), packages by name. `load_lock` returns this form; `resolve` produces it."""
+    dists = tuple(
+        replace(d, artifacts=tuple(sorted(d.artifacts, key=_artifact_order)))
+        for d in sorted(lock.distributions, key=lambda d: d.key)
+    )
+    resolves = tuple(
+        replace(r, packages=tuple(sorted(r.packages, key=lambda p: canonicalize_name(p.name))))
+        for r in lock.resolves
+    )
+    return replace(lock, distributions=dists, resolves=resolves)
 
 
 def _artifact_json(a: Artifact) -> Dict[str, Any]:
@@ -265,8 +280,13 @@ def _group_marker(targets: Sequence[Target]) -> str:
 def _lock_json(lock: Lock) -> Dict[str, Any]:
     dists = {d.key: d for d in lock.distributions}
     groups = _groups(lock)
+    versions_by_name: Dict[str, set] = {}
+    for _, keys in groups:
+        for name, version in keys:
+            versions_by_name.setdefault(name, set()).add(version)
+    agree = all(len(v) == 1 for v in versions_by_name.values())
     locked_resolves = []
-    if len(groups) <= 1:
+    if agree:
         locked_resolves.append(
             {
                 "locked_requirements": [_locked_requirement(dists[k]) for k in sorted(dists)],
@@ -288,7 +308,7 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
             )
     # Distributions no target uses would be dropped above; a lock never has them, but keep them.
     used = {k for _, keys in groups for k in keys}
-    if len(groups) > 1 and set(dists) - used:
+    if not agree and set(dists) - used:
         raise LockfileError(
             "the lock has distributions no target uses: "
             + ", ".join(f"{n}=={v}" for n, v in sorted(set(dists) - used))
@@ -372,10 +392,7 @@ def write_lock(lock: Lock, path: Union[str, Path], header: Optional[PantsHeader]
     any error the old file is left as it was.
     """
     text = dumps_lock(lock, header)
-    reloaded = loads_lock(text, source=str(path))
-    if set(reloaded.distributions) != set(lock.distributions) or [r.target for r in reloaded.resolves] != [
-        r.target for r in lock.resolves
-    ]:
+    if loads_lock(text, source=str(path)) != canonical_lock(lock):
         raise LockfileError(f"internal error: the lock for `{lock.resolve_name}` does not round-trip")
     return write_bytes_atomically(Path(path), text.encode("utf-8"))
 
@@ -424,6 +441,7 @@ def _lock_from(data: Mapping[str, Any], section: Mapping[str, Any]) -> Lock:
                 )
                 for a in req["artifacts"]
             )
+            artifacts = tuple(sorted(artifacts, key=_artifact_order))
             dist = LockedDistribution(
                 name=req["project_name"],
                 version=req["version"],

@@ -322,9 +322,9 @@ class MetadataProxy:
         if owner:
             try:
                 future.set_result(self.index_client.project_page(self._index_urls[spec.name], project))
-            except BaseException as e:  # noqa: BLE001 - every waiter gets it; a later request retries
-                with self._lock:
-                    self._pages.pop(key, None)
+            except BaseException as e:  # noqa: BLE001
+                # Sticky: the client already retried, and pip retries 502s with backoff; asking
+                # the broken index again for each of those would only multiply the wait.
                 future.set_exception(e)
         return future.result()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 
@@ -18,6 +20,7 @@ from fastpex.core.index import IndexUnreachableError, parse_html_page, parse_jso
 from fastpex.core.metadata import SdistMetadataError, artifact_store_path
 from fastpex.core.proxy import IndexSpec, MetadataProxy, ProxyConfig, ProxyConfigError, Route
 from fastpex.testing.fixtures import isolated_pip_env, run_pip
+from fastpex.testing.pypiserver_fixture import pypiserver_available, run_pypiserver
 from fastpex.testing.index_server import IndexConfig, IndexServer
 from fastpex.testing.wheels import build_sdist, build_wheel, sha256_file
 
@@ -26,11 +29,26 @@ TARGET = "linux_x86_64-cp311"
 FAST = HttpConfig(max_retries=1, backoff_initial=0.01, connect_timeout=1)
 
 
+def _python_for_pip() -> Optional[str]:
+    """pip 26.3 needs Python >= 3.10 (the tests themselves may run on 3.9)."""
+    candidates = [sys.executable] + [shutil.which(f"python3.{minor}") for minor in (11, 12, 13, 10)]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info >= (3, 10))"], capture_output=True, text=True
+        )
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
 @pytest.fixture(scope="module")
 def pip_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A scratch venv with pip 26.3 (installed once for this module, from PyPI)."""
+    base = _python_for_pip()
+    if base is None:
+        pytest.skip(f"pip {PIP_VERSION} needs a Python >= 3.10 and none was found")
     venv = tmp_path_factory.mktemp("pip") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     run_pip(["install", "-q", f"pip=={PIP_VERSION}"], python=python, timeout=300)
     version = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, env=isolated_pip_env())
@@ -251,3 +269,56 @@ def test_sdist_that_needs_a_build_is_a_recorded_error(tmp_path: Path) -> None:
                 assert http.get(file.url + ".metadata").status == 404
             assert isinstance(proxy.errors[0], SdistMetadataError)
             assert "Building sdists is not supported" in str(proxy.errors[0])
+
+
+def test_known_target_tags_prefetch_the_likely_next_metadata(dists: Path, tmp_path: Path) -> None:
+    build_wheel(dists, "dep", "2.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    build_wheel(dists, "dep", "2.0", tag="cp311-cp311-win_amd64")
+    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
+    with IndexServer(dists, config=config) as server:
+        proxy_config = ProxyConfig(
+            indexes=(IndexSpec("main", server.simple_url),),
+            cache_root=tmp_path / "cache",
+            target_tags={TARGET: ("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any")},
+        )
+        with MetadataProxy(proxy_config) as proxy:
+            assert _page(proxy, TARGET, "dep")[0].status == 200
+            best = "/files/dep-2.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+            deadline = time.monotonic() + 10
+            while not server.matching(best, "GET") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            fetched = {r.path for r in server.matching("/files/*", "GET")}
+            assert fetched == {best, best + ".metadata"}  # probe, then range reads
+            assert _page(proxy, "other-target", "dep")[0].status == 200  # no tags known: no prefetch
+            time.sleep(0.2)
+            assert {r.path for r in server.matching("/files/*", "GET")} == fetched
+
+
+def test_html_only_index_with_a_cutoff_keeps_undated_files_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pypiserver serves PEP 503 HTML only: no upload times, relative links, `#sha256=`."""
+    if not pypiserver_available():
+        pytest.skip("pypiserver is not installed")
+    dists = tmp_path / "dists"
+    wheel = build_wheel(dists, "dep", "1.0", requires_dist=["six"], file_size_padding=1_000_000)
+    build_wheel(dists, "other", "1.5")
+    with run_pypiserver(dists) as simple_url:
+        config = ProxyConfig(
+            indexes=(IndexSpec("pypiserver", simple_url),),
+            upload_cutoff=datetime(2000, 1, 1, tzinfo=timezone.utc),
+            cache_root=tmp_path / "cache",
+        )
+        with MetadataProxy(config) as proxy:
+            caplog.set_level(logging.WARNING, logger="fastpex.core.proxy")
+            for project in ("dep", "other"):
+                response, body = _page(proxy, TARGET, project)
+                assert response.status == 200 and len(parse_json_page(body, response.url, project).files) == 1
+            assert caplog.text.count("gives no upload time") == 1
+            (dep,) = proxy.files_for("dep")
+            assert dep.sha256 == sha256_file(wheel) and dep.upload_time is None
+            with HttpClient(FAST) as http:
+                proxied = parse_json_page(_page(proxy, TARGET, "dep")[1], proxy.url, "dep").files[0]
+                assert b"Requires-Dist: six" in http.get(proxied.url + ".metadata").read()
+            assert proxy.fetcher.stats.bytes_received < 200_000

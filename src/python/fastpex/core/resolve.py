@@ -94,6 +94,9 @@ __all__ = [
 
 DEFAULT_PIP_VERSION = "26.3"
 MIN_PIP_VERSION = Version("25.3")
+# pip 26.1+ needs Python >= 3.10; an older interpreter (Pants 2.17 runs on 3.9) gets the last
+# pip that supports it.
+_PIP_FOR_OLD_PYTHON = {(3, 9): "26.0.1"}
 _EXCERPT_LINES = 40
 
 
@@ -193,18 +196,20 @@ def ensure_pip(
     index_url: Optional[str] = None,
 ) -> PipTool:
     """A pip >= 25.3 to run: `explicit` if given, the interpreter's own pip if new enough, else
-    pip==26.3 installed once into `<cache>/tools/v1/pip-26.3-<python>/` (atomically)."""
+    pip==26.3 (26.0.1 on Python 3.9) installed once into `<cache>/tools/v1/pip-<v>-<python>/`
+    (atomically, so concurrent runs end with one intact copy)."""
     interpreter = python or sys.executable
     if explicit:
         return pip_tool_from_path(explicit, python=interpreter)
     own = _pip_version_of(interpreter, ())
     if _new_enough(own):
         return PipTool(interpreter, (), own or "")
+    pin = _PIP_FOR_OLD_PYTHON.get(_python_version_of(interpreter), DEFAULT_PIP_VERSION)
     tag = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(interpreter).resolve().as_posix().strip("/"))[-80:]
-    final = cache_dir(CacheKind.TOOLS, cache_root) / f"pip-{DEFAULT_PIP_VERSION}-{tag}"
+    final = cache_dir(CacheKind.TOOLS, cache_root) / f"pip-{pin}-{tag}"
 
     def produce(work: Path) -> None:
-        _install_pip(interpreter, own is not None, work, index_url)
+        _install_pip(interpreter, own is not None, work, index_url, pin)
 
     atomic_directory(final, produce)
     version = _pip_version_of(interpreter, (str(final),))
@@ -213,8 +218,21 @@ def ensure_pip(
     return PipTool(interpreter, (str(final),), version or "")
 
 
-def _install_pip(python: str, has_pip: bool, dest: Path, index_url: Optional[str]) -> None:
-    """`pip install --target dest pip==26.3` with whatever pip is at hand (or ensurepip's)."""
+def _python_version_of(python: str) -> Tuple[int, int]:
+    proc = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        env=_clean_env(()),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PipError(f"cannot run the interpreter `{python}`: {proc.stderr.strip()[-500:]}")
+    major, minor = proc.stdout.strip().split(".")
+    return int(major), int(minor)
+
+
+def _install_pip(python: str, has_pip: bool, dest: Path, index_url: Optional[str], pin: str) -> None:
+    """`pip install --target dest pip==<pin>` with whatever pip is at hand (or ensurepip's)."""
     if has_pip:
         runner = [python, "-m", "pip"]
         pythonpath: Tuple[str, ...] = ()
@@ -234,11 +252,11 @@ def _install_pip(python: str, has_pip: bool, dest: Path, index_url: Optional[str
     ]
     if index_url:
         cmd += ["--index-url", index_url]
-    cmd.append(f"pip=={DEFAULT_PIP_VERSION}")
+    cmd.append(f"pip=={pin}")
     proc = subprocess.run(cmd, env=_clean_env(pythonpath), capture_output=True, text=True)
     if proc.returncode != 0:
         raise PipError(
-            f"could not install pip {DEFAULT_PIP_VERSION} for `{python}` (needed: its pip is "
+            f"could not install pip {pin} for `{python}` (needed: its pip is "
             f"missing or older than {MIN_PIP_VERSION}): {_excerpt(proc.stderr or proc.stdout)}. "
             f"Pass `--pip PATH` to use a pip you provide"
         )
@@ -752,7 +770,8 @@ class _Runner:
                 proc = subprocess.run(
                     cmd,
                     env=_clean_env(self.pip.pythonpath),
-                    capture_output=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,  # one stream: pip's explanation follows its ERROR line
                     text=True,
                     timeout=self.options.timeout,
                     cwd=str(workdir),
@@ -763,7 +782,7 @@ class _Runner:
                 raise PipError(f"could not run pip with `{self.pip.python}`: {e}", target=target.name) from e
             logger.debug("pip for %s took %.2fs", target.name, time.monotonic() - started)
             if proc.returncode != 0:
-                output = (proc.stderr or "") + ("\n" + proc.stdout if "ERROR:" not in (proc.stderr or "") else "")
+                output = proc.stdout or ""
                 missing = tuple(
                     sorted({canonicalize_name(m.group(1)) for m in _NO_VERSIONS_RE.finditer(output)})
                 )

@@ -151,10 +151,11 @@ async def generate_fastpex_lockfile(
     req: GenerateFastpexLockfile,
     fastpex: FastpexSubsystem,
     python_repos: PythonRepos,
+    python_setup: PythonSetup,
     generate_lockfiles_subsystem: GenerateLockfilesSubsystem,
 ) -> GenerateLockfileResult:
-    indexes = fastpex.indexes if fastpex.indexes is not None else python_repos.indexes
-    find_links = fastpex.find_links if fastpex.find_links is not None else python_repos.find_links
+    indexes = fastpex.indexes or python_repos.indexes
+    find_links = fastpex.find_links or python_repos.find_links
 
     argv = [
         "lock",
@@ -164,8 +165,6 @@ async def generate_fastpex_lockfile(
         LOCK_OUTPUT,
         "--pylock-output",
         PYLOCK_OUTPUT,
-        "--metadata-jobs",
-        str(fastpex.metadata_jobs),
     ]
     for requirement in req.requirements:
         argv.extend(["--requirement", requirement])
@@ -227,7 +226,7 @@ async def generate_fastpex_lockfile(
             )
             for r in req.requirements
         },
-        manylinux=None,
+        manylinux=python_setup.manylinux,
         requirement_constraints=set(),
         only_binary=set(),
         no_binary=set(),

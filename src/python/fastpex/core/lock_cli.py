@@ -32,6 +32,7 @@ from fastpex.core.lockfile import (
     dumps_lock,
     load_lock,
     pylock_toml,
+    write_text_atomically,
 )
 from fastpex.core.model import Lock
 
@@ -270,11 +271,9 @@ def _run(argv: Sequence[str]) -> int:
     # Render everything before writing anything: an error leaves every output as it was.
     lock_text = dumps_lock(result.lock, header)
     pylock_text = pylock_toml(result.lock) if args.pylock_output else None
-    from fastpex.core.cache import write_bytes_atomically
-
     if pylock_text is not None:
-        write_bytes_atomically(Path(args.pylock_output), pylock_text.encode("utf-8"))
-    write_bytes_atomically(Path(args.output), lock_text.encode("utf-8"))
+        write_text_atomically(args.pylock_output, pylock_text)
+    write_text_atomically(args.output, lock_text)
     for note in result.notes:
         logger.info("%s", note)
     logger.info(

@@ -12,11 +12,13 @@ Format (JSON, `indent=2`, sorted keys, trailing newline), preceded by Pants' `//
 
     { pex's lock JSON (as pex/resolve/lockfile/json_codec.py reads it), plus "fastpex": {...} }
 
-- `locked_resolves`: one universal entry (`marker`/`platform_tag` null) when every target chose
-  the same versions; otherwise one entry per group of targets with identical choices, each
-  with a `marker` that holds only on its targets. pex tries every locked resolve for the
-  interpreter it builds for and, when several fit, keeps those whose marker holds
-  (pex/resolve/lockfile/subset.py).
+- `locked_resolves`: one universal entry (`marker`/`platform_tag` null) when no project has two
+  versions across targets (targets may still use different subsets: markers pick them);
+  otherwise one entry per group of targets with identical choices, each with a `marker`
+  (`sys_platform`, `platform_machine`, `python_version`) that holds only on its targets. pex
+  tries every locked resolve for the interpreter it builds for and, when several fit, keeps
+  those whose marker holds (pex/resolve/lockfile/subset.py). Targets that differ only in
+  glibc/musl/macOS version cannot be told apart by a marker, so they should not diverge.
 - Artifacts carry `url`, `algorithm`, `hash` (what pex reads) and `size`, `upload_time`,
   `requires_python` (ignored by pex's reader, kept for fastpex).
 - `"fastpex"` (ignored by pex and Pants): lock format version, targets with their marker
@@ -30,6 +32,8 @@ Format (JSON, `indent=2`, sorted keys, trailing newline), preceded by Pants' `//
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +44,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from fastpex.core.cache import write_bytes_atomically
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -67,6 +70,7 @@ __all__ = [
     "pylock_toml",
     "strip_header",
     "write_lock",
+    "write_text_atomically",
 ]
 
 FORMAT_VERSION = 1  # of the "fastpex" section; bump on incompatible changes
@@ -134,7 +138,7 @@ class PantsHeader:
     no_binary: Tuple[str, ...] = ()
 
     def render(self, lock: Lock) -> str:
-        ics = self.interpreter_constraints if self.interpreter_constraints is not None else lock.requires_python
+        ics = self.interpreter_constraints if self.interpreter_constraints is not None else _interpreter_constraints(lock)
         reqs = self.requirements if self.requirements is not None else lock.requirements
         metadata = {
             "version": 3,
@@ -210,7 +214,12 @@ def canonical_lock(lock: Lock) -> Lock:
         for d in sorted(lock.distributions, key=lambda d: d.key)
     )
     resolves = tuple(
-        replace(r, packages=tuple(sorted(r.packages, key=lambda p: canonicalize_name(p.name))))
+        replace(
+            r,
+            packages=tuple(
+                sorted((replace(p, name=canonicalize_name(p.name)) for p in r.packages), key=lambda p: p.name)
+            ),
+        )
         for r in lock.resolves
     )
     return replace(lock, distributions=dists, resolves=resolves)
@@ -385,6 +394,33 @@ def dumps_lock(lock: Lock, header: Optional[PantsHeader] = PantsHeader()) -> str
     return header.render(lock) + body
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomically(path: Union[str, Path], text: str) -> Path:
+    """Replace `path` with `text`: a sibling temp file, fsynced, renamed over it. Readers see
+    the old or the new file, never a partial one; on any error the old file is untouched.
+    The new file keeps the old one's permissions (else 0666 minus the umask, like `open`)."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=str(final.parent))
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(text.encode("utf-8"))
+            fp.flush()
+            mode = final.stat().st_mode & 0o7777 if final.exists() else 0o666 & ~_umask()
+            os.fchmod(fp.fileno(), mode)
+            os.fsync(fp.fileno())
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+
+
 def write_lock(lock: Lock, path: Union[str, Path], header: Optional[PantsHeader] = PantsHeader()) -> Path:
     """Write the lockfile atomically: a sibling temp file renamed over `path` once complete.
 
@@ -394,7 +430,7 @@ def write_lock(lock: Lock, path: Union[str, Path], header: Optional[PantsHeader]
     text = dumps_lock(lock, header)
     if loads_lock(text, source=str(path)) != canonical_lock(lock):
         raise LockfileError(f"internal error: the lock for `{lock.resolve_name}` does not round-trip")
-    return write_bytes_atomically(Path(path), text.encode("utf-8"))
+    return write_text_atomically(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,4 +640,4 @@ def pylock_toml(lock: Lock) -> str:
 
 def export_pylock_toml(lock: Lock, path: Union[str, Path]) -> Path:
     """Write `pylock_toml(lock)` to `path` atomically."""
-    return write_bytes_atomically(Path(path), pylock_toml(lock).encode("utf-8"))
+    return write_text_atomically(path, pylock_toml(lock))

@@ -258,3 +258,17 @@ def test_pylock_toml(tmp_path):
     markers = {(p["name"], p["version"]): p.get("marker") for p in divergent["packages"]}
     assert markers[("split", "1.0")].endswith('python_version == "3.11"')
     assert markers[("split", "2.0")].endswith('python_version == "3.12"')
+
+
+def test_new_lockfile_gets_normal_permissions_and_keeps_existing_ones(tmp_path):
+    path = write_lock(sample_lock(), tmp_path / "new.lock")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+    path.chmod(0o640)
+    write_lock(sample_lock(), path)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

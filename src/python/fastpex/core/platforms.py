@@ -18,8 +18,9 @@ Grammar (see `ACCEPTED_FORMS`)::
     python    cp311 | cp3.11 | cp3.11.9 (patch for `python_full_version`) | cp313t (free-threaded)
     options   glibc2.34   Linux: newest glibc of the target (manylinux tags); default 2.28
               musl1.2     Linux: a musl target (musllinux tags instead of manylinux)
-              macos14.0   macOS: oldest macOS the target must run on; default 11.0 (arm64),
-                          10.13 (x86_64)
+              macos14.0   macOS: oldest macOS the target must run on; default 13.0 (as uv's),
+                          which every current scikit-learn/scipy/torch arm64 wheel accepts
+                          (11.0 finds no scikit-learn wheel at all: they are macosx_12_0_arm64)
 
 A platform without `-<python>` is accepted by `expand_targets` together with a list of Python
 versions (e.g. derived from interpreter constraints by `python_versions_for_constraints`).
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_GLIBC = (2, 28)  # manylinux_2_28: what current ML wheels (torch, ...) are built for; uv's default too
-DEFAULT_MACOS = {"arm64": (11, 0), "x86_64": (10, 13)}
+DEFAULT_MACOS = {"arm64": (13, 0), "x86_64": (13, 0)}  # 13.0 accepts every 10.x-12.x wheel too
 # The patch release a target's `python_full_version` gets unless the string names one: recent
 # releases, so `python_full_version >= "3.x.y"` bug-fix guards hold as on an up-to-date image.
 DEFAULT_PYTHON_PATCH = {
@@ -101,7 +102,7 @@ ACCEPTED_FORMS = (
     + ", ".join(sorted(KNOWN_PLATFORMS))
     + "; <python> is cpXY, cpX.Y, cpX.Y.Z or cpXYt (free-threaded), e.g. cp311, cp3.11.9; "
     "options are glibcX.Y (Linux, default 2.28), muslX.Y (Linux, musllinux instead of "
-    "manylinux) and macosX.Y (macOS, default 11.0 on arm64, 10.13 on x86_64). "
+    "manylinux) and macosX.Y (macOS, default 13.0). "
     "Examples: `linux_x86_64-cp311`, `linux_aarch64-cp312@glibc2.34`, `macosx_arm64-cp311@macos14.0`"
 )
 

@@ -130,12 +130,16 @@ def test_default_target_names_and_envs():
     mac = parse_target("macosx_arm64-cp311")
     env = mac.marker_environment
     assert (env["sys_platform"], env["platform_system"], env["platform_machine"]) == ("darwin", "Darwin", "arm64")
-    assert mac.supported_tags[0] == "cp311-cp311-macosx_11_0_arm64"
-    assert "cp311-cp311-macosx_12_0_arm64" not in mac.supported_tags
+    assert mac.supported_tags[0] == "cp311-cp311-macosx_13_0_arm64"
+    assert "cp311-cp311-macosx_11_0_arm64" in mac.supported_tags
+    assert "cp311-cp311-macosx_14_0_arm64" not in mac.supported_tags
     mac14 = parse_target("macosx_arm64-cp311@macos14.0")
     assert mac14.supported_tags[0] == "cp311-cp311-macosx_14_0_arm64"
     intel = parse_target("macosx_x86_64-cp310")
-    assert intel.supported_tags[0] == "cp310-cp310-macosx_10_13_x86_64"
+    assert intel.supported_tags[0] == "cp310-cp310-macosx_13_0_x86_64"
+    assert "cp310-cp310-macosx_10_9_x86_64" in intel.supported_tags
+    old_intel = parse_target("macosx_x86_64-cp310@macos10.13")
+    assert old_intel.supported_tags[0] == "cp310-cp310-macosx_10_13_x86_64"
 
     musl = parse_target("linux_x86_64-cp311@musl1.2")
     assert "cp311-cp311-musllinux_1_2_x86_64" in musl.supported_tags

@@ -31,6 +31,8 @@ Choices, and why:
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import fnmatch
 import hashlib
 import html
@@ -43,9 +45,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
@@ -62,6 +65,7 @@ from fastpex.core.index import (
 from fastpex.core.metadata import (
     MetadataError,
     MetadataFetcher,
+    MetadataResult,
     MetadataUnavailableError,
     artifact_store_path,
     download_to_store,
@@ -119,6 +123,9 @@ class ProxyConfig:
     # also prefetches the metadata of the file pip will most likely ask for next.
     target_tags: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     prefetch_versions: int = 1
+    # Follow the dependencies of every metadata file served or prefetched: fetch their pages
+    # (and, with `target_tags`, their likely metadata) before pip, which works serially, asks.
+    speculate: bool = True
     http: HttpConfig = field(default_factory=HttpConfig)
 
     def __post_init__(self) -> None:
@@ -174,6 +181,9 @@ class MetadataProxy:
         self._warned_upload_time = False
         self._artifact_requests = 0
         self._hash_pool: Optional[ThreadPoolExecutor] = None
+        self._speculation_pool: Optional[ThreadPoolExecutor] = None
+        self._speculated: Set[Tuple[str, str]] = set()
+        self._stopping = False
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -195,9 +205,13 @@ class MetadataProxy:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._hash_pool is not None:
-            self._hash_pool.shutdown(wait=True, cancel_futures=True)
-            self._hash_pool = None
+        with self._lock:
+            self._stopping = True
+            pools = [self._speculation_pool, self._hash_pool]
+            self._speculation_pool = self._hash_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         if self._own_fetcher:
             self.fetcher.close()
         if self._own_http:
@@ -386,6 +400,8 @@ class MetadataProxy:
         if files is None:
             return None
         tokens = self._register(target, name, files)
+        with self._lock:
+            self._speculated.add((target, name))
         self._maybe_prefetch(target, files)
         base = f"{self.url}/{quote(target)}/files"
         entries = []
@@ -438,8 +454,43 @@ class MetadataProxy:
         chosen = []
         for version in sorted(by_version, reverse=True)[: self.config.prefetch_versions]:
             chosen.append(min(by_version[version], key=lambda rf: rf[0])[1])
-        if chosen:
-            self.fetcher.prefetch(chosen)
+        for future in self.fetcher.prefetch(chosen) if chosen else ():
+            future.add_done_callback(lambda f, t=target: self._after_prefetch(t, f))
+
+    def _after_prefetch(self, target: str, future: "Future[MetadataResult]") -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.speculate(target, future.result().data)
+
+    def speculate(self, target: str, metadata: bytes) -> None:
+        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`.
+
+        Only requirements without an `extra` marker are followed (others are evaluated by pip
+        against the target's environment, which the proxy doesn't know: an unneeded page costs
+        one request). Failures are not recorded here: pip's own request will meet them.
+        """
+        if not self.config.speculate:
+            return
+        for name in _unconditional_dependencies(metadata):
+            with self._lock:
+                if self._stopping or (target, name) in self._speculated:
+                    continue
+                self._speculated.add((target, name))
+                if self._speculation_pool is None:
+                    self._speculation_pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="fastpex-speculate")
+                pool = self._speculation_pool
+            try:
+                pool.submit(self._speculate_project, target, name)
+            except RuntimeError:  # shutting down
+                return
+
+    def _speculate_project(self, target: str, name: str) -> None:
+        try:
+            files = self.page_files(target, name)
+        except Exception as e:  # noqa: BLE001 - pip's request for this page will report it
+            logger.debug("speculative page fetch for %s failed: %s", name, e)
+            return
+        if files:
+            self._maybe_prefetch(target, files)
 
     # -- errors ------------------------------------------------------------------------------
     def _record(self, error: Exception) -> None:
@@ -449,6 +500,24 @@ class MetadataProxy:
                 self._error_keys.add(key)
                 self._errors.append(error)
         logger.warning("%s", error)
+
+
+def _unconditional_dependencies(metadata: bytes) -> List[str]:
+    """Normalized names of the Requires-Dist entries that don't depend on an extra."""
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
+    except Exception:  # noqa: BLE001 - speculation must never fail a request
+        return []
+    names = []
+    for raw in headers.get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(str(raw))
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        names.append(normalize_project_name(requirement.name))
+    return names
 
 
 def _html_page(project: str, entries: Sequence[Mapping[str, object]]) -> bytes:
@@ -538,11 +607,19 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(404, b"not found\n", "text/plain", head)
             elif len(parts) == 4 and _TARGET_RE.match(parts[0]) and parts[1] == "files":
-                self._file(proxy, parts[2], parts[3], head)
+                self._file(proxy, parts[0], parts[2], parts[3], head)
             else:
                 self._send(404, b"not found\n", "text/plain", head)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as e:  # noqa: BLE001 - a bug must still answer pip, and be reported
+            logger.exception("the metadata proxy failed on %s", self.path)
+            proxy._record(e)  # noqa: SLF001
+            self.close_connection = True
+            try:
+                self._send(500, b"internal error in the fastpex metadata proxy\n", "text/plain", head)
+            except OSError:
+                pass
 
     def _send(self, status: int, body: bytes, content_type: str, head: bool) -> None:
         self.send_response(status)
@@ -565,7 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, body, media, head)
 
-    def _file(self, proxy: MetadataProxy, token: str, filename: str, head: bool) -> None:
+    def _file(self, proxy: MetadataProxy, target: str, token: str, filename: str, head: bool) -> None:
         with proxy._lock:  # noqa: SLF001
             file = proxy._tokens.get(token)  # noqa: SLF001
         if file is None:
@@ -583,6 +660,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, f"{e}\n".encode("utf-8"), "text/plain", head)
                 return
             self._send(200, data, "application/octet-stream", head)
+            proxy.speculate(target, data)
             return
         if filename != file.filename:
             self._send(404, b"unknown file\n", "text/plain", head)

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -155,6 +156,23 @@ def _pip_version_of(python: str, pythonpath: Sequence[str]) -> Optional[str]:
     return proc.stdout.strip() or None
 
 
+def _importable_pip() -> Optional[Tuple[str, str]]:
+    """(version, directory on sys.path) of the pip this process can import (the tool env's,
+    even when it comes from PYTHONPATH or a PEX), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pip")
+    if spec is None or not spec.origin:
+        return None
+    try:
+        import pip
+
+        version = str(pip.__version__)
+    except Exception:  # noqa: BLE001 - a broken pip is no pip
+        return None
+    return version, str(Path(spec.origin).parent.parent)
+
+
 def _new_enough(version: Optional[str]) -> bool:
     if not version:
         return False
@@ -201,6 +219,10 @@ def ensure_pip(
     interpreter = python or sys.executable
     if explicit:
         return pip_tool_from_path(explicit, python=interpreter)
+    if interpreter == sys.executable:
+        found = _importable_pip()
+        if found is not None and _new_enough(found[0]):
+            return PipTool(interpreter, (found[1],), found[0])
     own = _pip_version_of(interpreter, ())
     if _new_enough(own):
         return PipTool(interpreter, (), own or "")
@@ -708,6 +730,7 @@ class _Runner:
         self.pip = pip
         self.requirements = list(requirements)
         self.runs = 0
+        self._count_lock = threading.Lock()
 
     def command(self, target: Target, workdir: Path, constraints: Mapping[str, str]) -> List[str]:
         env = target.marker_environment
@@ -761,7 +784,8 @@ class _Runner:
         return args
 
     def run(self, target: Target, constraints: Mapping[str, str]) -> _PipRun:
-        self.runs += 1
+        with self._count_lock:
+            self.runs += 1
         workdir = Path(tempfile.mkdtemp(prefix="fastpex-resolve-"))
         try:
             cmd = self.command(target, workdir, constraints)
@@ -996,14 +1020,51 @@ def resolve(
 
 
 def _raise_for(run: _PipRun, runner: _Runner, constraints: Mapping[str, str]) -> None:
+    hints = []
     for project in run.missing:
         runner.source.check_reachable(project, run.target)
+        hint = _no_fit_hint(runner, project, run.target)
+        if hint:
+            hints.append(hint)
     pinned = f" (with {len(constraints)} pins from the existing lock or other targets)" if constraints else ""
     raise ResolveError(
         f"Could not resolve the requirements for target `{run.target.name}`{pinned}. "
-        f"pip says:\n{run.output}",
+        + (" ".join(hints) + " " if hints else "")
+        + f"pip says:\n{run.output}",
         target=run.target.name,
         pip_output=run.output,
+    )
+
+
+def _no_fit_hint(runner: _Runner, project: str, target: Target) -> str:
+    """Why pip saw "versions: none" although the index has the project (tags, Python, sdists)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        files = [f for f in runner.source.project_files(project, target) if _file_version(f.filename)]
+    except Exception:  # noqa: BLE001 - a hint only
+        return ""
+    if not files:
+        return ""
+    newest = max({_file_version(f.filename) or "" for f in files}, key=_version_key)
+    latest = [f for f in files if _file_version(f.filename) == newest]
+    platforms: Set[str] = set()
+    for f in latest:
+        if f.filename.endswith(".whl"):
+            try:
+                platforms.update(t.platform for t in parse_wheel_filename(f.filename)[3])
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+    python = sorted({f.requires_python for f in latest if f.requires_python})
+    shown = ", ".join(sorted(platforms)[:8]) + (" ..." if len(platforms) > 8 else "")
+    return (
+        f"The index has {len(files)} files of `{project}` but none fits `{target.name}` "
+        f"({target.platform}, Python {target.marker_environment.get('python_full_version', target.python_version)}): "
+        f"its newest version, {newest}, has "
+        + (f"wheels for {shown}" if platforms else "no wheels")
+        + (f" and requires Python {python[0]}" if python else "")
+        + ". If the target can run those, widen it (e.g. `@macos14.0`, `@glibc2.34`)"
+        + (", or allow sdists (`--allow-sdists`)." if runner.options.only_binary else ".")
     )
 
 

@@ -367,3 +367,22 @@ def test_hashless_index_and_upload_cutoff(pip, tmp_path):
     (artifact,) = dist.artifacts
     assert artifact.sha256 == sha256_file(old)  # computed: the index gave no hash
     assert result.lock.upload_cutoff == "2025-01-01T00:00:00Z"
+
+
+def test_pip_tools(tmp_path):
+    import pip as own_pip
+
+    from fastpex.core.resolve import PipError, pip_tool_from_path
+
+    site = str(Path(own_pip.__file__).parent.parent)
+    tool = pip_tool_from_path(site)
+    assert tool.pythonpath == (site,) and tool.version == own_pip.__version__
+    assert ensure_pip(tmp_path).version == own_pip.__version__  # new enough: nothing installed
+    assert not (tmp_path / "tools").exists() or not any((tmp_path / "tools").rglob("pip-*"))
+    with pytest.raises(PipError, match="neither a directory"):
+        pip_tool_from_path(str(tmp_path / "nothing"))
+    old = tmp_path / "old"
+    (old / "pip").mkdir(parents=True)
+    (old / "pip" / "__init__.py").write_text('__version__ = "23.0"\n')
+    with pytest.raises(PipError, match="pip 23.0"):
+        pip_tool_from_path(str(old))

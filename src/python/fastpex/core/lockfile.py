@@ -166,7 +166,8 @@ class PantsHeader:
 
 def strip_header(text: str) -> str:
     """The JSON body: every `//` comment line removed (what Pants hands to pex)."""
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(_DELIMITER)) + "\n"
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(_DELIMITER))
+    return body.lstrip("\n") + "\n"
 
 
 # --------------------------------------------------------------------------------------------

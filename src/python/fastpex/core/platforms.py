@@ -17,6 +17,7 @@ Grammar (see `ACCEPTED_FORMS`)::
               macosx_arm64 macosx_x86_64 win_amd64 win_arm64
     python    cp311 | cp3.11 | cp3.11.9 (patch for `python_full_version`) | cp313t (free-threaded)
     options   glibc2.34   Linux: newest glibc of the target (manylinux tags); default 2.28
+                          (a bare `@2.34` means glibc on Linux, macOS on macOS)
               musl1.2     Linux: a musl target (musllinux tags instead of manylinux)
               macos14.0   macOS: oldest macOS the target must run on; default 13.0 (as uv's),
                           which every current scikit-learn/scipy/torch arm64 wheel accepts
@@ -107,7 +108,7 @@ ACCEPTED_FORMS = (
 )
 
 _PYTHON_RE = re.compile(r"^cp(?:(?P<nodot>3)(?P<nodot_minor>\d{1,2})|(?P<major>3)\.(?P<minor>\d{1,2})(?:\.(?P<patch>\d{1,3}))?)(?P<t>t?)$")
-_OPTION_RE = re.compile(r"^(?P<kind>glibc|musl|macos|macosx)(?P<major>\d+)\.(?P<minor>\d+)$")
+_OPTION_RE = re.compile(r"^(?P<kind>glibc|musl|macos|macosx)?(?P<major>\d+)\.(?P<minor>\d+)$")
 
 
 class UnknownPlatformError(ValueError):
@@ -183,7 +184,8 @@ def parse_platform(spec: str, *, _whole: Optional[str] = None) -> PlatformSpec:
         match = _OPTION_RE.match(raw)
         if not match:
             raise UnknownPlatformError(spec, f"`{raw}` is not a known option")
-        kind = match["kind"]
+        # A bare version means the platform's own kind: glibc on Linux, macOS on macOS.
+        kind = match["kind"] or ("glibc" if os_ is _LINUX else "macos")
         version = (int(match["major"]), int(match["minor"]))
         if kind == "glibc" and os_ is _LINUX:
             if version[0] != 2 or version[1] < 5:

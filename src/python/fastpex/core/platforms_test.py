@@ -135,6 +135,8 @@ def test_default_target_names_and_envs():
     assert "cp311-cp311-macosx_14_0_arm64" not in mac.supported_tags
     mac14 = parse_target("macosx_arm64-cp311@macos14.0")
     assert mac14.supported_tags[0] == "cp311-cp311-macosx_14_0_arm64"
+    assert parse_target("macosx_arm64-cp311@14.0") == mac14  # bare version: the platform's kind
+    assert parse_target("linux_x86_64-cp311@2.34").name == "linux_x86_64-cp311@glibc2.34"
     intel = parse_target("macosx_x86_64-cp310")
     assert intel.supported_tags[0] == "cp310-cp310-macosx_13_0_x86_64"
     assert "cp310-cp310-macosx_10_9_x86_64" in intel.supported_tags

@@ -34,6 +34,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import fnmatch
+import functools
 import hashlib
 import html
 import json
@@ -119,9 +120,12 @@ class ProxyConfig:
     upload_cutoff: Optional[datetime] = None
     cache_root: Optional[Path] = None
     workers: int = 16
-    # PEP 425 tags per target name, most preferred first. Optional: when given, serving a page
-    # also prefetches the metadata of the file pip will most likely ask for next.
+    # PEP 425 tags per target name, most preferred first: exactly the tags pip runs with for
+    # that target. Optional; when given, pages for the target list only the wheels pip can use
+    # (`filter_pages`: pip's link evaluation over torch's ~1000 files costs seconds), and
+    # serving a page prefetches the metadata of the file pip will most likely ask for next.
     target_tags: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    filter_pages: bool = True
     prefetch_versions: int = 1
     # Follow the dependencies of every metadata file served or prefetched: fetch their pages
     # (and, with `target_tags`, their likely metadata) before pip, which works serially, asks.
@@ -183,6 +187,8 @@ class MetadataProxy:
         self._hash_pool: Optional[ThreadPoolExecutor] = None
         self._speculation_pool: Optional[ThreadPoolExecutor] = None
         self._speculated: Set[Tuple[str, str]] = set()
+        self._tag_sets: Dict[str, "frozenset[str]"] = {}
+        self._rendered: Dict[Tuple[str, str, str], bytes] = {}
         self._stopping = False
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -395,7 +401,20 @@ class MetadataProxy:
         return tokens
 
     def render_page(self, target: str, project: str, media: str) -> Optional[bytes]:
+        """The page pip gets; rendered once per (target, project, media type) per proxy."""
         name = normalize_project_name(project)
+        key = (target, name, media)
+        with self._lock:
+            cached = self._rendered.get(key)
+        if cached is not None:
+            return cached
+        body = self._render_page(target, name, media)
+        if body is not None:
+            with self._lock:
+                self._rendered[key] = body
+        return body
+
+    def _render_page(self, target: str, name: str, media: str) -> Optional[bytes]:
         files = self.page_files(target, name)
         if files is None:
             return None
@@ -405,7 +424,7 @@ class MetadataProxy:
         self._maybe_prefetch(target, files)
         base = f"{self.url}/{quote(target)}/files"
         entries = []
-        for f in files:
+        for f in self._usable_by(target, files):
             entry: Dict[str, object] = {
                 "filename": f.filename,
                 "url": f"{base}/{tokens[f.url]}/{quote(f.filename)}",
@@ -433,6 +452,26 @@ class MetadataProxy:
             return json.dumps(doc).encode("utf-8")
         return _html_page(name, entries)
 
+    def _usable_by(self, target: str, files: Sequence[ProjectFile]) -> List[ProjectFile]:
+        """The files pip could pick for `target` (all, when its tags are unknown). `files_for`
+        still records every file, so a lock can list all artifacts of a version."""
+        tags = self.config.target_tags.get(target)
+        if not tags or not self.config.filter_pages:
+            return list(files)
+        with self._lock:
+            wanted = self._tag_sets.get(target)
+            if wanted is None:
+                wanted = self._tag_sets[target] = frozenset(tags)
+        usable = []
+        for f in files:
+            if not f.is_wheel:
+                usable.append(f)
+                continue
+            wheel_tags = _wheel_tags(f.filename)  # None: invalid name, which pip skips as well
+            if wheel_tags is not None and not wheel_tags.isdisjoint(wanted):
+                usable.append(f)
+        return usable
+
     def _maybe_prefetch(self, target: str, files: Sequence[ProjectFile]) -> None:
         """Warm the metadata pip will most likely ask for next: the best wheel for the target
         among the newest versions. Needs the target's tags; a miss costs only bandwidth."""
@@ -444,11 +483,7 @@ class MetadataProxy:
         for f in files:
             if not f.is_wheel or f.yanked or f.version is None:
                 continue
-            try:
-                wheel_tags = parse_wheel_filename(f.filename)[3]
-            except InvalidWheelFilename:
-                continue
-            ranks = [priority[str(t)] for t in wheel_tags if str(t) in priority]
+            ranks = [priority[t] for t in _wheel_tags(f.filename) or () if t in priority]
             if ranks:
                 by_version.setdefault(f.version, []).append((min(ranks), f))
         chosen = []
@@ -468,9 +503,23 @@ class MetadataProxy:
         against the target's environment, which the proxy doesn't know: an unneeded page costs
         one request). Failures are not recorded here: pip's own request will meet them.
         """
+        self._speculate_names(target, _unconditional_dependencies(metadata))
+
+    def warm(self, target: str, requirements: Iterable[str]) -> None:
+        """Start on the pages (and likely metadata) of top-level requirements (PEP 508
+        strings) for `target` before pip asks for them; call it right before starting pip."""
+        names = []
+        for text in requirements:
+            try:
+                names.append(normalize_project_name(Requirement(text).name))
+            except InvalidRequirement:
+                continue
+        self._speculate_names(target, names)
+
+    def _speculate_names(self, target: str, names: Iterable[str]) -> None:
         if not self.config.speculate:
             return
-        for name in _unconditional_dependencies(metadata):
+        for name in names:
             with self._lock:
                 if self._stopping or (target, name) in self._speculated:
                     continue
@@ -500,6 +549,14 @@ class MetadataProxy:
                 self._error_keys.add(key)
                 self._errors.append(error)
         logger.warning("%s", error)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _wheel_tags(filename: str) -> "Optional[frozenset[str]]":
+    try:
+        return frozenset(str(t) for t in parse_wheel_filename(filename)[3])
+    except InvalidWheelFilename:
+        return None
 
 
 def _unconditional_dependencies(metadata: bytes) -> List[str]:

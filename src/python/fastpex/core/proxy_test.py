@@ -322,3 +322,51 @@ def test_html_only_index_with_a_cutoff_keeps_undated_files_and_warns_once(
                 proxied = parse_json_page(_page(proxy, TARGET, "dep")[1], proxy.url, "dep").files[0]
                 assert b"Requires-Dist: six" in http.get(proxied.url + ".metadata").read()
             assert proxy.fetcher.stats.bytes_received < 200_000
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_pages_list_only_wheels_the_target_can_use_but_all_files_are_recorded(dists: Path, tmp_path: Path) -> None:
+    build_wheel(dists, "dep", "2.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    build_wheel(dists, "dep", "2.0", tag="cp311-cp311-win_amd64")
+    build_sdist(dists, "dep", "2.0")
+    with IndexServer(dists) as server:
+        config = ProxyConfig(
+            indexes=(IndexSpec("main", server.simple_url),),
+            cache_root=tmp_path / "cache",
+            target_tags={TARGET: ("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any")},
+            speculate=False,
+        )
+        with MetadataProxy(config) as proxy:
+            response, body = _page(proxy, TARGET, "dep")
+            listed = {f.filename for f in parse_json_page(body, response.url, "dep").files}
+            assert "dep-2.0-cp311-cp311-win_amd64.whl" not in listed
+            assert {"dep-2.0-cp311-cp311-manylinux_2_17_x86_64.whl", "dep-2.0.tar.gz", "dep-1.0-py3-none-any.whl"} <= listed
+            recorded = {f.filename for f in proxy.files_for("dep", TARGET)}
+            assert "dep-2.0-cp311-cp311-win_amd64.whl" in recorded and listed < recorded
+            # A target without known tags sees everything.
+            response, body = _page(proxy, "unknown-target", "dep")
+            assert {f.filename for f in parse_json_page(body, response.url, "dep").files} == recorded
+
+
+def test_dependencies_are_fetched_before_pip_asks(dists: Path, tmp_path: Path) -> None:
+    with IndexServer(dists) as server:
+        config = ProxyConfig(indexes=(IndexSpec("main", server.simple_url),), cache_root=tmp_path / "cache")
+        with MetadataProxy(config) as proxy:
+            proxy.warm(TARGET, ["app[extra]>=1; python_version >= '3'"])
+            assert _wait_for(lambda: server.count("/simple/app/") == 1)
+            response, body = _page(proxy, TARGET, "app")
+            (app,) = parse_json_page(body, response.url, "app").files
+            with HttpClient(FAST) as http:
+                assert b"Requires-Dist: dep>=1" in http.get(app.url + ".metadata").read()
+            # Serving app's metadata started on the pages of its dependencies.
+            assert _wait_for(lambda: server.count("/simple/dep/") == 1 and server.count("/simple/other/") == 1)
+            _page(proxy, TARGET, "dep")
+            assert server.count("/simple/dep/") == 1 and server.count("/simple/app/") == 1

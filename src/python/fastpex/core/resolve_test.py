@@ -249,6 +249,12 @@ def test_minimal_relock_keeps_other_pins(pip, tmp_path):
         assert packages(changed.lock, LINUX) == {"alpha": "1.0", "beta": "1.0", "gamma": "1.1"}
         assert any("gamma==1.0" in n for n in changed.notes)
 
+        # a new requirement whose dependencies conflict with an old pin releases that pin too
+        factory.wheel("alpha", "1.2", requires_dist=["beta>=1.1"])
+        moved = run_resolve(server, ["alpha>=1.2", "gamma"], [LINUX], pip, tmp_path, existing_lock=old)
+        assert packages(moved.lock, LINUX) == {"alpha": "1.2", "beta": "1.1", "gamma": "1.0"}
+        assert any("released 1 pin(s): beta" in n for n in moved.notes), moved.notes
+
 
 def test_parse_report_v1():
     target = parse_target(LINUX)

@@ -20,13 +20,15 @@ import sys
 from typing import List, Optional, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from fastpex.core import fetch as fetch_mod
 from fastpex.core import layers as layers_mod
-from fastpex.core import pack_cli, select
+from fastpex.core import pack_cli, selection
 from fastpex.core.lockfile import LockfileError, load_lock
-from fastpex.core.model import Lock
+from fastpex.core.model import Lock, Target
+from fastpex.core.platforms import UnknownPlatformError, parse_target
 from fastpex.core.store import ArtifactStore
 
 
@@ -82,6 +84,39 @@ def subset_lock(lock: Lock, requirements: Sequence[str]) -> Lock:
     return dataclasses.replace(lock, requirements=tuple(roots))
 
 
+def canonical_target_name(spec: str) -> str:
+    """`linux_x86_64-cp3.11` and `linux_x86_64-cp311` name the same lock target."""
+    try:
+        return parse_target(spec).name
+    except UnknownPlatformError as e:
+        raise BuildError(str(e))
+
+
+def check_interpreter_constraints(targets: Sequence[Target], constraints: Sequence[str]) -> None:
+    """Every target's interpreter must satisfy one of the (OR'ed) interpreter constraints."""
+    if not constraints:
+        return
+    parsed = []
+    for raw in constraints:
+        spec = raw.strip()
+        implementation = "CPython"
+        for prefix in ("CPython", "PyPy"):
+            if spec.startswith(prefix):
+                implementation, spec = prefix, spec[len(prefix):].strip()
+        try:
+            parsed.append((implementation, SpecifierSet(spec)))
+        except InvalidSpecifier as e:
+            raise BuildError(f"The interpreter constraint `{raw}` is malformed: {e}")
+    for target in targets:
+        version = target.marker_environment.get("python_full_version", target.python_version)
+        if not any(impl == "CPython" and version in spec for impl, spec in parsed):
+            raise BuildError(
+                f"The target `{target.name}` (CPython {version}) does not satisfy the interpreter "
+                f"constraints {' OR '.join(constraints)}. Build for a target whose Python matches, "
+                f"or widen the constraints."
+            )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     try:
@@ -95,12 +130,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"(`pants generate-lockfiles` or `python -m fastpex lock`)."
             )
         lock = subset_lock(load_lock(options.lock), options.requirement)
-        target_names = options.target or [lock.resolves[0].target.name]
-        targets = select.targets_for(lock, target_names)
-        selection = select.select_artifacts(lock, targets)
+        target_names = [canonical_target_name(t) for t in options.target] or [
+            lock.resolves[0].target.name
+        ]
+        targets = selection.targets_for(lock, target_names)
+        check_interpreter_constraints(targets, options.python_constraint)
+        chosen = selection.select_artifacts(lock, targets)
         store = ArtifactStore(options.cache_dir)
         fetched = fetch_mod.fetch(
-            selection.artifacts,
+            chosen.artifacts,
             store,
             jobs=options.fetch_jobs,
             configured_indexes=options.index,
@@ -112,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for f in fetched
         ]
         result = pack_cli.pack_wheels(options, wheels)
-    except (BuildError, LockfileError, select.SelectionError, fetch_mod.OfflineError) as e:
+    except (BuildError, LockfileError, selection.SelectionError, fetch_mod.OfflineError) as e:
         print(f"fastpex build: error: {e}", file=sys.stderr)
         return 2
     except pack_cli.PACK_ERRORS as e:

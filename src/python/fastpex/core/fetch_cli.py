@@ -5,7 +5,7 @@ Example::
     python -m fastpex fetch --lock 3rdparty/python/default.lock \\
         --target linux_x86_64-cp311 --dest dist/wheels --manifest-out dist/wheels.json
 
-Selection is pure (`select.py`), downloading is `fetch.py`; this module only parses arguments,
+Selection is pure (`selection.py`), downloading is `fetch.py`; this module only parses arguments,
 loads the lock, and publishes the result: `--dest` gets each file under its own filename (a hard
 link into the store when possible, else a copy; each placed by rename, so never half-written),
 and `--manifest-out` a JSON list of `{filename, sha256, path}` that `fastpex pack --wheels-manifest`
@@ -33,7 +33,7 @@ from fastpex.core.fetch import (
     fetch,
 )
 from fastpex.core.model import FetchedArtifact, Lock
-from fastpex.core.select import SelectionError, select_artifacts, targets_for
+from fastpex.core.selection import SelectionError, select_artifacts, targets_for
 from fastpex.core.store import ArtifactStore, StoreError
 from fastpex.core.urls import redact
 

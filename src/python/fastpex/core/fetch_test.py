@@ -22,8 +22,8 @@ from fastpex.core.fetch import (
     fetch,
 )
 from fastpex.core.model import Artifact
-from fastpex.core.select import select_artifacts, target_for
-from fastpex.core.select_test import dist, linux_target, mac_target, make_lock
+from fastpex.core.selection import select_artifacts, target_for
+from fastpex.core.selection_test import dist, linux_target, mac_target, make_lock
 from fastpex.core.store import ArtifactStore, PartialInfo
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel, sha256_file

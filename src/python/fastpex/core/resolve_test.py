@@ -24,7 +24,7 @@ from fastpex.core.resolve import (
     parse_report,
     resolve,
 )
-from fastpex.core.select import select_artifacts
+from fastpex.core.selection import select_artifacts
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 

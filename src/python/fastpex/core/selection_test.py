@@ -14,7 +14,7 @@ from fastpex.core.model import (
     Target,
     TargetResolve,
 )
-from fastpex.core.select import (
+from fastpex.core.selection import (
     LockInconsistencyError,
     NoCompatibleArtifactError,
     UnknownTargetError,

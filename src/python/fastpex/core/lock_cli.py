@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--regenerate-command", metavar="STR", help="the command the lock header tells users to run")
     p.add_argument("--pip", metavar="PATH", help="the pip to run (a dir with pip/, a pip wheel, or a Python with pip >= 25.3)")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="pip processes in parallel (default 4)")
+    p.add_argument("--metadata-jobs", type=int, default=16, metavar="N", help="parallel metadata and page requests of the proxy (default 16)")
     p.add_argument("--no-proxy", action="store_true", help="let pip talk to the indexes directly (no metadata proxy)")
     p.add_argument("--no-reconcile", action="store_true", help="keep each target's own versions (skip version alignment)")
     hdr = p.add_argument_group("Pants lockfile header (must match the Pants resolve's settings)")
@@ -169,7 +170,13 @@ def parse_route(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], Optional[T
 
 
 @contextlib.contextmanager
-def _source(args: argparse.Namespace, indexes: List[Tuple[str, str]], targets: Sequence[object], cutoff: Optional[datetime]) -> Iterator[object]:
+def _source(
+    args: argparse.Namespace,
+    indexes: List[Tuple[str, str]],
+    targets: Sequence[object],
+    cutoff: Optional[datetime],
+    requirements: Sequence[str] = (),
+) -> Iterator[object]:
     from fastpex.core.resolve import DirectSource, ProxySource, proxy_target_name
 
     index_urls = [url for _, url in indexes]
@@ -193,11 +200,15 @@ def _source(args: argparse.Namespace, indexes: List[Tuple[str, str]], targets: S
             upload_cutoff=cutoff,
             cache_root=Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None,
             target_tags={proxy_target_name(t.name): tuple(t.supported_tags) for t in targets},  # type: ignore[attr-defined]
+            workers=args.metadata_jobs,
         )
         proxy = MetadataProxy(config)
     except ProxyConfigError as e:
         raise UsageError(str(e)) from e
     with proxy:
+        # Start on the top-level pages and metadata while pip is still starting up.
+        for target in targets:
+            proxy.warm(proxy_target_name(target.name), requirements)  # type: ignore[attr-defined]
         source = ProxySource(proxy, index_urls + [Path(d).expanduser().absolute().as_uri() for d in args.find_links])
         yield source
         if proxy.artifact_requests:
@@ -246,7 +257,7 @@ def _run(argv: Sequence[str]) -> int:
         pip=pip,
         cache_root=cache_root,
     )
-    with _source(args, indexes, targets, cutoff) as source:
+    with _source(args, indexes, targets, cutoff, requirements) as source:
         result = resolve(
             requirements,
             targets,

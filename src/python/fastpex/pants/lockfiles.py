@@ -165,6 +165,8 @@ async def generate_fastpex_lockfile(
         LOCK_OUTPUT,
         "--pylock-output",
         PYLOCK_OUTPUT,
+        "--metadata-jobs",
+        str(fastpex.metadata_jobs),
     ]
     for requirement in req.requirements:
         argv.extend(["--requirement", requirement])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Iterator, List, Sequence
@@ -130,6 +129,7 @@ def _make_repo(root: Path, index: IndexServer, requirements: Sequence[str] = ("g
                 python_sources(name="lib")
                 python_tests(name="tests")
                 fastpex_binary(name="app", entry_point="app.main:main")
+                fastpex_binary(name="app-packed", entry_point="app.main:main", layout="packed")
             """,
         },
     )
@@ -195,13 +195,22 @@ def test_lock_then_stock_test_and_fastpex_package(tmp_path: Path, index: IndexSe
 
     # The fastpex_binary builds for linux only: the darwin-only dependency is never fetched.
     index.reset_log()
-    _pants(tmp_path, "package", "src/app:app")
+    _pants(tmp_path, "package", "src/app:app", "src/app:app-packed")
     fetched = {Path(r.path).name for r in index.requests if r.path.startswith("/files/")}
     assert not any(name.startswith("macpolish") for name in fetched), fetched
-    pex = tmp_path / "dist" / "src.app" / "app.pex"
     env = dict(os.environ, PEX_ROOT=str(tmp_path / "pex_root"))
-    run = subprocess.run([_python311(), str(pex)], capture_output=True, text=True, env=env, check=True)
-    assert run.stdout == "*hello fastpex*\n"
+    for name in ("app.pex", "app-packed.pex"):
+        pex = tmp_path / "dist" / "src.app" / name
+        run = subprocess.run([_python311(), str(pex)], capture_output=True, text=True, env=env, check=True)
+        assert run.stdout == "*hello fastpex*\n", name
+    assert (tmp_path / "dist" / "src.app" / "app-packed.pex").is_dir()
+
+    # PEX_TOOLS work on the zipapp.
+    info = subprocess.run(
+        [_python311(), str(tmp_path / "dist" / "src.app" / "app.pex"), "info"],
+        capture_output=True, text=True, env=dict(env, PEX_TOOLS="1"), check=True,
+    )
+    assert json.loads(info.stdout)["entry_point"] == "app.main:main"
 
 
 def test_relock_is_byte_identical_and_bad_requirement_keeps_lock(tmp_path: Path, index: IndexServer) -> None:

@@ -17,7 +17,8 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import List, Optional, Sequence
+import zipfile
+from typing import List, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -117,6 +118,36 @@ def check_interpreter_constraints(targets: Sequence[Target], constraints: Sequen
             )
 
 
+def module_paths(module: str) -> Tuple[str, ...]:
+    base = module.replace(".", "/")
+    return (f"{base}.py", f"{base}/__init__.py", f"{base}.pyc", f"{base}/__init__.pyc")
+
+
+def check_entry_point(entry_point: str, sources: Optional[str], wheels: Sequence[str]) -> None:
+    """The entry point's module must be in the sources or one of the wheels: a PEX whose entry
+    point cannot import is better refused at build time than discovered at deploy time."""
+    module = entry_point.split(":", 1)[0].strip()
+    candidates = module_paths(module)
+    if sources and any(os.path.isfile(os.path.join(sources, c)) for c in candidates):
+        return
+    for wheel in wheels:
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                names = set(zf.namelist())
+        except (OSError, zipfile.BadZipFile):
+            continue
+        # Platlib/purelib files of a wheel sit at its root; `.data/purelib/` is rare but legal.
+        if any(c in names for c in candidates) or any(
+            n.endswith(tuple("/" + c for c in candidates)) and ".data/" in n for n in names
+        ):
+            return
+    raise BuildError(
+        f"The entry point `{entry_point}` names the module `{module}`, which is neither in the "
+        f"sources nor in any distribution of the PEX. Check the spelling, or add the source file "
+        f"or requirement that provides it."
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     try:
@@ -149,6 +180,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             layers_mod.WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename)
             for f in fetched
         ]
+        if options.entry_point:
+            check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
         result = pack_cli.pack_wheels(options, wheels)
     except (BuildError, LockfileError, selection.SelectionError, fetch_mod.OfflineError) as e:
         print(f"fastpex build: error: {e}", file=sys.stderr)

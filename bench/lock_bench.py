@@ -138,7 +138,7 @@ def pants_argv(caches: Path) -> List[str]:
 
 def uv_argv(args, reqs: Path, out: Path, cache: Path, extra: List[str]) -> List[str]:
     return [
-        args.uv, "pip", "compile", str(reqs), "--no-config", "--index-url", INDEX,
+        args.uv, "pip", "compile", str(reqs), "--no-config", "--no-python-downloads", "--index-url", INDEX,
         "--cache-dir", str(cache), "--generate-hashes", "-o", str(out), *extra,
     ]
 

@@ -32,6 +32,7 @@ from fastpex.core.fetch import (
     default_reporter,
     fetch,
 )
+from fastpex.core.index import unsafe_filename_problem
 from fastpex.core.model import FetchedArtifact, Lock
 from fastpex.core.selection import SelectionError, select_artifacts, targets_for
 from fastpex.core.store import ArtifactStore, StoreError
@@ -151,8 +152,9 @@ def place_into(dest: Path, fetched: Sequence[FetchedArtifact]) -> Dict[str, Path
             )
     placed: Dict[str, Path] = {}
     for name, item in by_name.items():
-        if "/" in name or name in ("", ".", ".."):
-            raise UsageError(f"The lock has an unsafe artifact filename `{name}`. Regenerate the lock")
+        problem = unsafe_filename_problem(name)
+        if problem is not None:
+            raise UsageError(f"The lock has an unsafe artifact filename {name!r} ({problem}). Regenerate the lock")
         final = dest / name
         fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dest)
         os.close(fd)

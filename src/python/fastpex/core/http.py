@@ -16,6 +16,7 @@ import builtins
 import http.client
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -112,6 +113,55 @@ class HttpConfig:
     chunk_size: int = 256 * 1024
     user_agent: str = "fastpex"
     ca_bundle: Optional[str] = None  # default: the system store, honouring SSL_CERT_FILE
+    # `read_timeout` bounds one silence; these bound a server that trickles bytes forever. The
+    # status line + headers, and a whole document body, must arrive within `total_timeout`; a
+    # streamed body may take longer only while it averages at least `min_stream_rate` bytes/s.
+    total_timeout: float = 300.0
+    min_stream_rate: int = 16 * 1024
+
+
+class _Watchdog:
+    """One thread that shuts down sockets whose deadline passed (a request stuck in a read
+    that keeps receiving a byte now and then never hits the socket's own timeout)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: Dict[int, Tuple[float, object]] = {}
+        self._next_id = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def arm(self, sock: object, seconds: float) -> int:
+        with self._cond:
+            self._next_id += 1
+            self._armed[self._next_id] = (time.monotonic() + seconds, sock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fastpex-http-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._next_id
+
+    def disarm(self, ident: int) -> None:
+        with self._cond:
+            self._armed.pop(ident, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [k for k, (deadline, _) in self._armed.items() if deadline <= now]
+                expired = [self._armed.pop(k)[1] for k in due]
+                wait = min((d for d, _ in self._armed.values()), default=now + 60.0) - now
+                if not expired:
+                    self._cond.wait(max(0.01, wait))
+                    continue
+            for sock in expired:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+
+_WATCHDOG = _Watchdog()
 
 
 class ByteCounter:
@@ -253,6 +303,8 @@ class Response:
         chunk_size: int = 256 * 1024,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         local_file: Optional[Tuple[Path, int, int]] = None,
+        total_timeout: Optional[float] = None,
+        min_stream_rate: int = 0,
     ) -> None:
         self.url = url
         self.status = status
@@ -267,6 +319,9 @@ class Response:
         self._max_document_bytes = max_document_bytes
         self._local_file = local_file
         self._consumed = False
+        self._started = time.monotonic()
+        self._total_timeout = total_timeout
+        self._min_stream_rate = min_stream_rate
 
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         value = self.headers.get(name)
@@ -299,7 +354,23 @@ class Response:
         for counter in self._counters:
             counter.add_bytes(n)
 
-    def iter_chunks(self, chunk_size: Optional[int] = None) -> Iterator[bytes]:
+    def _check_pace(self, whole_document: bool) -> None:
+        """Give up on a body that takes too long (see `HttpConfig.total_timeout`)."""
+        if self._total_timeout is None:
+            return
+        elapsed = time.monotonic() - self._started
+        allowed = self._total_timeout
+        if not whole_document and self._min_stream_rate > 0:
+            allowed = max(allowed, self.bytes_received / self._min_stream_rate)
+        if elapsed > allowed:
+            raise HttpConnectionError(
+                self.url,
+                f"the server is too slow: {self.bytes_received} bytes in {elapsed:.0f} s "
+                f"(a response must finish within {self._total_timeout:.0f} s, or keep up "
+                f"{self._min_stream_rate} bytes/s when streamed)",
+            )
+
+    def iter_chunks(self, chunk_size: Optional[int] = None, *, _whole_document: bool = False) -> Iterator[bytes]:
         """Yield the body; raises `HttpConnectionError` if the connection breaks mid-body or
         the body is shorter than its Content-Length (callers that resume use `bytes_received`)."""
         if self._consumed:
@@ -328,12 +399,18 @@ class Response:
         try:
             while True:
                 try:
-                    chunk = raw.read(size)
+                    # read1: one socket read at most, so the pace is checked between reads.
+                    chunk = raw.read1(size)
                 except (OSError, http.client.HTTPException) as e:
                     raise HttpConnectionError(self.url, f"the connection broke mid-body ({e!r})")
                 if not chunk:
+                    try:
+                        raw.read()  # marks a complete response closed: its connection is reusable
+                    except (OSError, http.client.HTTPException):
+                        pass
                     break
                 self._count(len(chunk))
+                self._check_pace(_whole_document)
                 yield chunk
             expected = self.content_length
             encoded = self.header("Content-Encoding")
@@ -358,7 +435,7 @@ class Response:
             raise ResponseTooLargeError(self.url, limit)
         parts: List[bytes] = []
         total = 0
-        for chunk in self.iter_chunks():
+        for chunk in self.iter_chunks(_whole_document=True):
             total += len(chunk)
             if total > limit:
                 self.close()
@@ -572,7 +649,11 @@ class HttpClient:
                 conn.request(method, target, headers=dict(headers))
                 self.counter.add_request()
                 GLOBAL_COUNTER.add_request()
-                raw = conn.getresponse()
+                guard = _WATCHDOG.arm(conn.sock, self.config.total_timeout)
+                try:
+                    raw = conn.getresponse()
+                finally:
+                    _WATCHDOG.disarm(guard)
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if reused and not fresh_attempt:
@@ -590,6 +671,8 @@ class HttpClient:
             counters=(self.counter, GLOBAL_COUNTER),
             chunk_size=self.config.chunk_size,
             max_document_bytes=self.config.max_document_bytes,
+            total_timeout=self.config.total_timeout,
+            min_stream_rate=self.config.min_stream_rate,
         )
         if method == "HEAD":
             raw.read()  # no body; marks the response complete so the connection is reusable

@@ -257,6 +257,45 @@ def _filename_from_url(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
+def unsafe_filename_problem(filename: str) -> Optional[str]:
+    """Why `filename` must never become a path (or a line of a file), else None.
+
+    Index pages are untrusted input: a name with a separator (`../../x.whl`, `a%2Fb.whl`), a
+    NUL or a control character is dropped from the page, so it never reaches `--dest`, the
+    lockfile or a PEX's `.deps/`. The artifact store itself names files by sha256 only.
+    """
+    if not filename or filename in (".", ".."):
+        return "it is empty or a relative directory name"
+    if "/" in filename or "\\" in filename:
+        return "it contains a path separator"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in filename):
+        return "it contains a control character"
+    if filename.startswith("."):
+        return "it starts with a dot"
+    return None
+
+
+def _safe_files(files: List["ProjectFile"], page_url: str) -> List["ProjectFile"]:
+    """`files` without unsafe names (warned, naming the page); reports files on other hosts."""
+    kept = []
+    page_host = urlsplit(page_url).netloc.rpartition("@")[2].lower()
+    other_hosts = set()
+    for f in files:
+        problem = unsafe_filename_problem(f.filename)
+        if problem is not None:
+            logger.warning("ignoring the file %r listed on `%s`: %s", f.filename, redact(page_url), problem)
+            continue
+        host = urlsplit(f.url).netloc.rpartition("@")[2].lower()
+        if host and host != page_host:
+            other_hosts.add(host)
+        kept.append(f)
+    if other_hosts:
+        # PEP 503 allows it (PyPI serves files from files.pythonhosted.org); credentials
+        # configured for the index are never sent there (see `urls.authorization_for`).
+        logger.info("`%s` links files on other hosts: %s", redact(page_url), ", ".join(sorted(other_hosts)))
+    return kept
+
+
 def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     """Parse a PEP 691 JSON project page. `page_url` resolves relative file URLs."""
     try:
@@ -291,7 +330,7 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     return ProjectPage(
         project=normalize_project_name(str(doc.get("name") or project)),
         url=strip_credentials(page_url),
-        files=tuple(files),
+        files=tuple(_safe_files(files, page_url)),
         api_version=str(meta.get("api-version")) if meta.get("api-version") else None,
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
     )
@@ -347,7 +386,7 @@ def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     return ProjectPage(
         project=normalize_project_name(project),
         url=strip_credentials(page_url),
-        files=tuple(files),
+        files=tuple(_safe_files(files, page_url)),
         api_version=parser.api_version,
     )
 

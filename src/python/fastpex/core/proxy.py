@@ -429,8 +429,12 @@ class MetadataProxy:
                 "filename": f.filename,
                 "url": f"{base}/{tokens[f.url]}/{quote(f.filename)}",
                 "hashes": dict(f.hashes),
-                "core-metadata": dict(f.core_metadata) if isinstance(f.core_metadata, Mapping) else True,
             }
+            # Advertise only metadata the proxy can serve: a wheel's always (range reads, else
+            # a download); an sdist's only when its index has it. pip takes an advertised
+            # `.metadata` that then 404s as a hard failure, while without it pip builds the sdist.
+            if f.is_wheel or f.core_metadata not in (None, False):
+                entry["core-metadata"] = dict(f.core_metadata) if isinstance(f.core_metadata, Mapping) else True
             if f.requires_python:
                 entry["requires-python"] = f.requires_python
             if f.yanked:
@@ -587,11 +591,12 @@ def _html_page(project: str, entries: Sequence[Mapping[str, object]]) -> bytes:
         attrs = [f'href="{html.escape(href)}"']
         if e.get("requires-python"):
             attrs.append(f'data-requires-python="{html.escape(str(e["requires-python"]))}"')
-        meta = e.get("core-metadata")
-        value = "true"
-        if isinstance(meta, dict) and meta.get("sha256"):
-            value = f"sha256={meta['sha256']}"
-        attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
+        if "core-metadata" in e:
+            meta = e.get("core-metadata")
+            value = "true"
+            if isinstance(meta, dict) and meta.get("sha256"):
+                value = html.escape(f"sha256={meta['sha256']}")  # upstream text: escape it
+            attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
         if "yanked" in e:
             reason = e["yanked"] if isinstance(e["yanked"], str) else ""
             attrs.append(f'data-yanked="{html.escape(reason)}"')

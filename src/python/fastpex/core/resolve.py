@@ -66,7 +66,7 @@ from fastpex.core.model import (
     Target,
     TargetResolve,
 )
-from fastpex.core.urls import redact, strip_credentials
+from fastpex.core.urls import expand_env, redact, strip_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _install_pip(python: str, has_pip: bool, dest: Path, index_url: Optional[str
         str(dest),
     ]
     if index_url:
-        cmd += ["--index-url", index_url]
+        cmd += ["--index-url", expand_env(index_url)]
     cmd.append(f"pip=={pin}")
     proc = subprocess.run(cmd, env=_clean_env(pythonpath), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -422,9 +422,11 @@ class DirectSource:
     def pip_index_args(self, target: Target) -> List[str]:
         args: List[str] = []
         if self.indexes:
-            args += ["--index-url", self.indexes[0]]
+            # pip does not expand `${VAR}` on its command line: expand here, in the core process
+            # (the argv Pants caches by keeps the reference, never the secret).
+            args += ["--index-url", expand_env(self.indexes[0])]
             for extra in self.indexes[1:]:
-                args += ["--extra-index-url", extra]
+                args += ["--extra-index-url", expand_env(extra)]
         else:
             args.append("--no-index")
         for link in self.find_links:

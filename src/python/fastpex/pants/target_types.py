@@ -19,7 +19,10 @@ from pants.backend.python.target_types import (
     PexStripEnvField,
     PythonResolveField,
 )
+from typing import Optional
+
 from pants.core.goals.package import OutputPathField
+from pants.engine.addresses import Address
 from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     BoolField,
@@ -81,7 +84,7 @@ class FastpexCompressionLevelField(IntField):
     )
 
     @classmethod
-    def compute_value(cls, raw_value, address):  # type: ignore[no-untyped-def]
+    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
         value = super().compute_value(raw_value, address)
         if value is not None and not 0 <= value <= 9:
             raise InvalidFieldException(

@@ -1,0 +1,326 @@
+"""Scratch Pants repositories with fastpex enabled, for the remote-cache and concurrency tests.
+
+Like `pants_e2e_test.py`'s repos (this checkout's backend on `pythonpath`, a loopback index of
+factory wheels), plus: two apps (a zipapp and a packed directory) and per-run local caches, so a
+test can build with one set of caches, wipe them, and build again with another set, or give two
+concurrent `pants` processes the same named caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from fastpex.testing.index_server import IndexServer
+from fastpex.testing.wheels import build_wheel
+
+REPO_ROOT = Path(os.environ.get("FASTPEX_REPO_ROOT", Path(__file__).resolve().parents[2]))
+LAUNCHER = REPO_ROOT / "pants"
+PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+
+APP = "src/app:app"  # zipapp: greet -> colorize
+TOOL = "src/tool:tool"  # packed directory: colorize + shout
+APP_OUT = "src.app/app.pex"
+TOOL_OUT = "src.tool/tool.pex"
+
+
+def python311() -> str:
+    for candidate in (os.environ.get("FASTPEX_TEST_PYTHON311"), PY311):
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("python3.11")
+    if found:
+        return found
+    raise AssertionError("no CPython 3.11 to run the built PEX with")
+
+
+def build_dists(dists: Path) -> None:
+    """The loopback index's wheels; a few MB of padding so downloads take measurable time."""
+    build_wheel(
+        dists,
+        "greet",
+        "1.0",
+        requires_dist=["colorize>=2"],
+        files={"greet/__init__.py": b"from colorize import paint\n\ndef hello(n):\n    return paint('hello ' + n)\n"},
+        file_size_padding=2_000_000,
+    )
+    build_wheel(
+        dists,
+        "colorize",
+        "2.1",
+        files={"colorize/__init__.py": b"def paint(s):\n    return '*' + s + '*'\n"},
+        file_size_padding=1_000_000,
+    )
+    build_wheel(
+        dists,
+        "shout",
+        "1.0",
+        files={"shout/__init__.py": b"def shout(s):\n    return s.upper() + '!'\n"},
+        file_size_padding=1_500_000,
+    )
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content).lstrip())
+
+
+def write_repo(root: Path, index: IndexServer, *, global_toml: str = "") -> None:
+    """A repo with two fastpex apps. `global_toml` is appended to its `[GLOBAL]` section."""
+    global_extra = textwrap.indent(textwrap.dedent(global_toml).strip(), " " * 16)
+    write_files(
+        root,
+        {
+            "pants.toml": f"""
+                [GLOBAL]
+                pants_version = "2.17.1"
+                pythonpath = ["{REPO_ROOT / 'src' / 'python'}"]
+                backend_packages = ["pants.backend.python", "fastpex.pants"]
+                pantsd = false
+{global_extra}
+
+                [anonymous-telemetry]
+                enabled = false
+
+                [source]
+                root_patterns = ["/src"]
+
+                [python]
+                interpreter_constraints = ["CPython==3.11.*"]
+                enable_resolves = true
+                pip_version = "latest"
+                default_resolve = "app"
+
+                [python.resolves]
+                app = "3rdparty/app.lock"
+
+                [python-repos]
+                indexes = ["{index.simple_url}", "https://pypi.org/simple/"]
+
+                [python-bootstrap]
+                search_path = ["<PYENV>", "<PATH>"]
+
+                [fastpex]
+                resolves = ["app"]
+                indexes = ["{index.simple_url}"]
+                targets = ["linux_x86_64-cp311"]
+            """,
+            "3rdparty/BUILD": """
+                python_requirement(name="greet", requirements=["greet>=1"], resolve="app")
+                python_requirement(name="colorize", requirements=["colorize>=2"], resolve="app")
+                python_requirement(name="shout", requirements=["shout"], resolve="app")
+            """,
+            "src/app/__init__.py": "",
+            "src/app/main.py": """
+                import greet
+
+
+                def main():
+                    print(greet.hello("fastpex"))
+            """,
+            "src/app/BUILD": """
+                python_sources(name="lib")
+                fastpex_binary(name="app", entry_point="app.main:main")
+            """,
+            "src/tool/__init__.py": "",
+            "src/tool/main.py": """
+                import colorize
+                import shout
+
+
+                def main():
+                    print(colorize.paint(shout.shout("tool")))
+            """,
+            "src/tool/BUILD": """
+                python_sources(name="lib")
+                fastpex_binary(name="tool", entry_point="tool.main:main", layout="packed")
+            """,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Caches:
+    """Every local cache one `pants` run may use, under one directory."""
+
+    root: Path
+
+    @property
+    def store(self) -> Path:
+        return self.root / "lmdb_store"
+
+    @property
+    def named(self) -> Path:
+        return self.root / "named_caches"
+
+    @property
+    def fastpex(self) -> Path:
+        """fastpex's own cache inside Pants: the `fastpex` named cache."""
+        return self.named / "fastpex"
+
+    def args(self) -> List[str]:
+        return [f"--local-store-dir={self.store}", f"--named-caches-dir={self.named}"]
+
+
+def pants_env() -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PANTS_")}
+    env.pop("FASTPEX_CACHE_DIR", None)
+    return env
+
+
+def pants_argv(caches: Caches, *args: str) -> List[str]:
+    return [str(LAUNCHER), "--no-pantsd", *caches.args(), *args]
+
+
+def pants(
+    root: Path, caches: Caches, *args: str, check: bool = True, timeout: float = 600
+) -> "subprocess.CompletedProcess[str]":
+    proc = subprocess.run(
+        pants_argv(caches, *args),
+        cwd=root,
+        env=pants_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"pants {' '.join(args)} in {root} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-20000:]}"
+        )
+    return proc
+
+
+def wipe_local_state(root: Path) -> None:
+    """Everything Pants keeps in the repo between runs (workdir, dist, pid files)."""
+    for name in (".pants.d", "dist", ".pids"):
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
+def lock_pins(lockfile: Path) -> Dict[str, str]:
+    text = "".join(line for line in lockfile.read_text().splitlines(keepends=True) if not line.startswith("//"))
+    lock = json.loads(text)
+    return {
+        r["project_name"]: r["version"]
+        for resolve in lock["locked_resolves"]
+        for r in resolve["locked_requirements"]
+    }
+
+
+def sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(path: Path) -> Dict[str, str]:
+    """relpath -> sha256 (+ mode) of every file under `path` (or of `path` itself)."""
+    if path.is_file():
+        return {".": sha256_path(path)}
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[p.relative_to(path).as_posix()] = f"{sha256_path(p)} {oct(p.stat().st_mode & 0o777)}"
+        elif p.is_symlink():
+            out[p.relative_to(path).as_posix()] = f"-> {os.readlink(p)}"
+    return out
+
+
+def run_pex(pex: Path, pex_root: Path) -> str:
+    env = dict(os.environ, PEX_ROOT=str(pex_root))
+    env.pop("PEX_PYTHON_PATH", None)
+    argv = [python311(), str(pex / "__main__.py") if pex.is_dir() else str(pex)]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=True, timeout=120).stdout
+
+
+def file_downloads(index: IndexServer) -> List[str]:
+    """Every `/files/` request (whole downloads, range reads, .metadata) the index answered."""
+    return [r.path for r in index.requests if r.path.startswith("/files/")]
+
+
+_COUNTER = re.compile(r"^\s+([a-z_]+): (\d+)$", re.M)
+
+
+def stats_counters(stderr: str) -> Dict[str, int]:
+    """The `Counters:` block that `--stats-log` prints at the end of a run."""
+    start = stderr.rfind("Counters:")
+    if start < 0:
+        return {}
+    block = stderr[start:].split("\n\n", 1)[0]
+    return {name: int(value) for name, value in _COUNTER.findall(block)}
+
+
+def artifacts_in(fastpex_cache: Path) -> List[Path]:
+    root = fastpex_cache / "artifacts" / "v1"
+    if not root.is_dir():
+        return []
+    return [p for p in root.glob("??/*") if p.is_file()]
+
+
+def check_fastpex_cache(fastpex_cache: Path, expected_wheels: Sequence[str] = ()) -> Dict[str, int]:
+    """Assert the `fastpex` named cache is intact; return counts per kind.
+
+    - no temp / partial leftovers anywhere (`*.tmp`, `.*.tmp*` dirs, `partial/*.part`);
+    - every artifact's sha256 equals its file name, and it sits under its 2-char prefix dir;
+    - every layer dir has a manifest naming its own key and a fragment of the manifest's size,
+      and there is exactly one layer per wheel (no lost or duplicated layer).
+    """
+    problems: List[str] = []
+    leftovers = [
+        p
+        for p in fastpex_cache.rglob("*")
+        if p.name.endswith((".tmp", ".part")) or ".tmp." in p.name
+    ]
+    problems += [f"leftover temp/partial file: {p}" for p in leftovers]
+
+    artifacts = artifacts_in(fastpex_cache)
+    for path in artifacts:
+        if path.parent.name != path.name[:2]:
+            problems.append(f"artifact outside its prefix dir: {path}")
+        if sha256_path(path) != path.name:
+            problems.append(f"artifact content does not match its name: {path}")
+
+    layers_root = fastpex_cache / "layers" / "v1"
+    layers = [p for p in layers_root.iterdir() if p.is_dir()] if layers_root.is_dir() else []
+    wheels_seen: Dict[str, int] = {}
+    for layer in layers:
+        manifest_path = layer / "manifest.json"
+        fragment = layer / "layer.frag"
+        if not manifest_path.is_file() or not fragment.is_file():
+            problems.append(f"incomplete layer dir (no manifest or fragment): {layer}")
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["key"] != layer.name:
+            problems.append(f"layer {layer} has the manifest of {manifest['key']}")
+        if fragment.stat().st_size != manifest["fragment_size"]:
+            problems.append(f"layer {layer}: fragment is {fragment.stat().st_size} bytes, manifest says {manifest['fragment_size']}")
+        artifact = fastpex_cache / "artifacts" / "v1" / manifest["wheel_sha256"][:2] / manifest["wheel_sha256"]
+        if not artifact.is_file():
+            problems.append(f"layer {layer} names wheel {manifest['wheel_sha256']} that is not in the store")
+        wheels_seen[manifest["wheel_filename"]] = wheels_seen.get(manifest["wheel_filename"], 0) + 1
+    for wheel, count in wheels_seen.items():
+        if count != 1:
+            problems.append(f"{count} layers for {wheel} (expected one)")
+    for wheel in expected_wheels:
+        if wheel not in wheels_seen:
+            problems.append(f"no layer for {wheel}")
+    assert not problems, "fastpex cache is not intact:\n" + "\n".join(problems)
+    return {"artifacts": len(artifacts), "layers": len(layers)}
+
+
+def pants_version_ok() -> Optional[str]:
+    """None if the launcher exists, else why the Pants tests can't run."""
+    if not LAUNCHER.exists():
+        return f"no launcher at {LAUNCHER}"
+    return None

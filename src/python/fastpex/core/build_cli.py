@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ]
         if options.entry_point:
             check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
-        result = pack_cli.pack_wheels(options, wheels)
+        result = pack_cli.pack_wheels(options, wheels, requirements=sorted(lock.requirements))
     except (BuildError, LockfileError, selection.SelectionError, fetch_mod.OfflineError) as e:
         print(f"fastpex build: error: {e}", file=sys.stderr)
         return 2

@@ -125,3 +125,25 @@ def test_offline_from_a_cold_store_fails_and_names_the_missing(tmp_path: Path, l
     err = capsys.readouterr().err
     assert "greet-1.0-py3-none-any.whl" in err
     assert not out.exists()
+
+
+def test_multi_platform_pex_carries_each_targets_wheels(tmp_path: Path, locked) -> None:
+    _, lockfile, cache = locked
+    out = tmp_path / "multi.pex"
+    code = _build(lockfile, cache, out, _sources(tmp_path), "--target", "linux_x86_64-cp311",
+                  "--target", "macosx_arm64-cp311", "--requirement", "greet", "--entry-point", "app.main:main")
+    assert code == 0
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        distributions = json.loads(zf.read("PEX-INFO"))["distributions"]
+    assert sorted(distributions) == [
+        "colorize-2.1-py3-none-any.whl",
+        "greet-1.0-py3-none-any.whl",
+        "macpolish-3.0-py3-none-macosx_11_0_arm64.whl",
+    ]
+    # On this linux host the mac-only wheel is simply not activated.
+    run = subprocess.run([_python(), str(out)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PEX_ROOT=str(tmp_path / "pex_root")))
+    assert run.stdout == "<hello pex>\n"

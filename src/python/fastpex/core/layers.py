@@ -279,6 +279,13 @@ def _check_members(zf: zipfile.ZipFile, wheel_name: str) -> None:
             )
         seen[normalized] = name
         if _is_symlink(info):
+            if info.file_size > _MAX_SYMLINK_TARGET:
+                raise UnsafeWheelError(
+                    f"Wheel {wheel_name} member {name!r} is a symlink with a {info.file_size}-byte "
+                    f"target; refusing to install it.",
+                    wheel=wheel_name,
+                    member=name,
+                )
             target = zf.read(info).decode("utf-8", "replace")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
@@ -288,6 +295,120 @@ def _check_members(zf: zipfile.ZipFile, wheel_name: str) -> None:
                     wheel=wheel_name,
                     member=name,
                 )
+
+
+_MAX_SYMLINK_TARGET = 4096
+# PEP 427: RECORD hashes are sha256 or stronger; md5/sha1 prove nothing against a forger.
+_RECORD_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
+
+
+def _record_path(zf: zipfile.ZipFile, wheel_name: str) -> str:
+    records = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
+    if len(records) != 1:
+        raise CorruptWheelError(
+            f"Wheel {wheel_name} has {len(records)} `*.dist-info/RECORD` files, not exactly one; "
+            f"it is not a valid wheel.",
+            wheel=wheel_name,
+        )
+    return records[0]
+
+
+def _read_record(zf: zipfile.ZipFile, record: str, wheel_name: str) -> Dict[str, Tuple[str, str, Optional[int]]]:
+    """RECORD as {normalized path: (algorithm, urlsafe-b64 digest, size)}; only hashed rows."""
+    import csv
+    import io
+
+    try:
+        text = zf.read(record).decode("utf-8")
+    except (UnicodeDecodeError,) + _ZIP_READ_ERRORS as e:
+        raise CorruptWheelError(f"Wheel {wheel_name} has an unreadable RECORD: {e}", wheel=wheel_name, member=record)
+    rows: Dict[str, Tuple[str, str, Optional[int]]] = {}
+    try:
+        parsed = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        raise CorruptWheelError(f"Wheel {wheel_name} has a malformed RECORD: {e}", wheel=wheel_name, member=record)
+    for row in parsed:
+        if not row or not row[0]:
+            continue
+        path = posixpath.normpath(row[0])
+        digest = row[1] if len(row) > 1 else ""
+        if not digest:
+            continue  # RECORD itself (and signatures) carry no hash
+        algorithm, _, value = digest.partition("=")
+        size: Optional[int] = None
+        if len(row) > 2 and row[2].strip():
+            try:
+                size = int(row[2])
+            except ValueError:
+                size = -1
+        rows[path] = (algorithm.lower(), value, size)
+    return rows
+
+
+def _verify_record(zf: zipfile.ZipFile, wheel_name: str) -> None:
+    """Every file in the wheel must be listed in RECORD with its hash (sha256 or stronger) and
+    size, and every hashed RECORD row must be in the wheel: a RECORD that disagrees with the
+    contents means the wheel was altered after it was built. Also reads every member through
+    zipfile, which catches central directories that lie (offsets, sizes, methods, CRCs)."""
+    import base64
+
+    record = _record_path(zf, wheel_name)
+    dist_info = record.rsplit("/", 1)[0]
+    unsigned = {record, f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s"}
+    rows = _read_record(zf, record, wheel_name)
+    listed = set()
+    for info in zf.infolist():
+        name = info.filename
+        if name.endswith("/") or name in unsigned:
+            continue
+        normalized = posixpath.normpath(name)
+        row = rows.get(normalized)
+
+        def refuse(problem: str, *, name: str = name) -> UnsafeWheelError:
+            return UnsafeWheelError(
+                f"Wheel {wheel_name} member {name!r} {problem}: the wheel's RECORD disagrees with "
+                f"its contents, so it was altered after it was built; refusing to install it.",
+                wheel=wheel_name,
+                member=name,
+            )
+
+        if row is None:
+            raise refuse("is not listed in RECORD")
+        algorithm, expected, size = row
+        if algorithm not in _RECORD_ALGORITHMS:
+            raise refuse(f"has a RECORD hash of unsupported algorithm `{algorithm}`")
+        listed.add(normalized)
+        digest = hashlib.new(algorithm)
+        actual_size = 0
+        try:
+            with zf.open(info) as fp:
+                while True:
+                    chunk = fp.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    actual_size += len(chunk)
+        except _ZIP_READ_ERRORS as e:
+            raise CorruptWheelError(
+                f"Wheel {wheel_name} member {name!r} is corrupt (the zip's directory and data "
+                f"disagree): {e}",
+                wheel=wheel_name,
+                member=name,
+            ) from e
+        actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+        if actual != expected.rstrip("="):
+            raise refuse(f"has {algorithm} {actual}, but RECORD says {expected}")
+        if size is not None and size != actual_size:
+            raise refuse(f"is {actual_size} bytes, but RECORD says {size}")
+    missing = sorted(set(rows) - listed)
+    if missing:
+        raise UnsafeWheelError(
+            f"Wheel {wheel_name} RECORD lists {missing[0]!r}, which is not in the wheel: the "
+            f"wheel's RECORD disagrees with its contents; refusing to install it.",
+            wheel=wheel_name,
+            member=missing[0],
+        )
 
 
 def _find_corrupt_member(path: str) -> Optional[str]:
@@ -377,7 +498,8 @@ def _build_into(
     try:
         with zipfile.ZipFile(wheel.path) as zf:
             _check_members(zf, filename)
-    except zipfile.BadZipFile as e:
+            _verify_record(zf, filename)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
         raise CorruptWheelError(f"Wheel {filename} is not a valid zip file: {e}", wheel=filename)
 
     wheel_path = wheel.path

@@ -121,8 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pack_wheels(options: argparse.Namespace, wheels: Sequence[layers_mod.WheelInput]) -> pexbuild.PexBuildResult:
-    """Layers for `wheels` (cached), then the PEX that `add_pex_options`' options describe."""
+def pack_wheels(
+    options: argparse.Namespace,
+    wheels: Sequence[layers_mod.WheelInput],
+    requirements: Optional[Sequence[str]] = None,
+) -> pexbuild.PexBuildResult:
+    """Layers for `wheels` (cached), then the PEX that `add_pex_options`' options describe.
+
+    `requirements` are what the PEX runtime activates (default: every wheel, pinned); a
+    multi-platform PEX needs the top-level requirements so markers pick each platform's wheels.
+    """
     if options.entry_point and options.script:
         raise UsageError("Use either --entry-point or --script, not both.")
     if options.jobs is not None and options.jobs < 1:
@@ -153,6 +161,7 @@ def pack_wheels(options: argparse.Namespace, wheels: Sequence[layers_mod.WheelIn
         shebang=options.shebang,
         compress_level=options.compress_level,
         cache_root=options.cache_dir,
+        requirements=requirements,
     )
 
 

@@ -47,6 +47,16 @@ from fastpex.core.http import HttpClient, HttpConnectionError, HttpError, Respon
 from fastpex.core.index import ProjectFile, dist_name_version
 from fastpex.core.store import ArtifactStore
 from fastpex.core.urls import redact, strip_credentials
+from fastpex.core.zipmeta import (  # noqa: F401 - re-exported: metadata's range reader API
+    MAX_CENTRAL_DIRECTORY_BYTES,
+    CentralDirectory,
+    ZipEntry,
+    ZipFormatError,
+    local_data_offset,
+    locate_central_directory,
+    parse_central_directory,
+    parse_central_directory_suffix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +64,6 @@ KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_TAIL_BYTES = 64 * KiB
 DEFAULT_MAX_METADATA_BYTES = 10 * MiB  # larger uncompressed METADATA = decompression bomb
-MAX_CENTRAL_DIRECTORY_BYTES = 256 * MiB
 DEFAULT_WORKERS = 16
 # PEP 643: only these fields decide a resolution; if an sdist marks any of them Dynamic, its
 # PKG-INFO is not authoritative and only building it would tell (which locking refuses to do).

@@ -17,6 +17,8 @@ from typing import Callable, List, Tuple, TypeVar
 
 _T = TypeVar("_T")
 
+MAX_CENTRAL_DIRECTORY_BYTES = 256 * 1024 * 1024  # a bigger directory is not a wheel's
+
 _EOCD = struct.Struct("<4sHHHHIIH")
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")
 _ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")
@@ -185,4 +187,15 @@ def local_data_offset(header: bytes, entry: ZipEntry) -> int:
     if len(header) < _LOCAL.size or header[:4] != _SIG_LOCAL:
         raise ZipFormatError(f"no local file header for `{entry.name}`")
     f = _LOCAL.unpack_from(header, 0)
-    return _LOCAL.size + f[9] + f[10]
+    flags, method, crc, csize, usize, name_len = f[2], f[3], f[6], f[7], f[8], f[9]
+    if len(header) >= _LOCAL.size + name_len:
+        raw = header[_LOCAL.size : _LOCAL.size + name_len]
+        if raw.decode("utf-8" if flags & 0x800 else "cp437") != entry.name:
+            raise ZipFormatError(f"the local header of `{entry.name}` names another file")
+    if method != entry.method:
+        raise ZipFormatError(f"the local header of `{entry.name}` says compression {method}, the directory {entry.method}")
+    if not flags & 0x8 and 0xFFFFFFFF not in (csize, usize):
+        # Sizes in the local header are authoritative unless a data descriptor follows.
+        if (crc, csize, usize) != (entry.crc, entry.compressed_size, entry.uncompressed_size):
+            raise ZipFormatError(f"the local header of `{entry.name}` disagrees with the directory on its size or CRC")
+    return _LOCAL.size + name_len + f[10]

@@ -2,8 +2,9 @@
 
 A scratch Pants repo with an app that imports torch + transformers (src/app/main.py prints
 their versions) and a one-dependency app (src/small/main.py imports humanize). Both binaries
-of an app use the same lockfile: the ml-core lock bench/lock_bench.py wrote (a fastpex lock,
-which stock Pants reads too), built for linux x86_64 / CPython 3.11.
+of an app use the same lockfile: the ml-core lock that bench/lock_bench.py had fastpex write
+through Pants (stock Pants reads it too), built for linux x86_64 / CPython 3.11; humanize is
+locked with `python -m fastpex lock` (--manylinux manylinux2014 so its header matches Pants).
 
 For each variant (`fastpex-zipapp`, `fastpex-packed`, `builtin-zipapp`, `builtin-packed`,
 `small-fastpex`, `small-builtin`), with its own empty named-caches dir and local store:
@@ -262,7 +263,8 @@ def build_report(args, results: Dict[str, dict]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lock", type=Path, default=Path("/tmp/fastpex-bench/lock/fastpex/ml-core.lock"))
+    ap.add_argument("--lock", type=Path, default=Path("/tmp/fastpex-bench/lock/pants-fastpex-repo/3rdparty/ml-core.lock"),
+                    help="the ml-core lock that fastpex wrote through Pants in lock_bench.py (its header matches Pants' settings)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fastpex-bench/pack"))
     ap.add_argument("--python", default="/tmp/dev/bin/python", help="Python that runs the fastpex core (locks humanize)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -282,7 +284,7 @@ def main() -> int:
         small_lock = args.work / "small.lock"
         if not small_lock.exists():
             measure("lock-humanize", [args.python, "-m", "fastpex", "lock", "--resolve", "small", "--requirement", "humanize",
-                                      "--target", "linux_x86_64-cp311", "--index", INDEX, "--interpreter-constraint", IC,
+                                      "--target", "linux_x86_64-cp311", "--index", INDEX, "--interpreter-constraint", IC, "--manylinux", "manylinux2014",
                                       "--output", small_lock, "--cache-dir", args.work / "fastpex-lock-cache"],
                     cwd=SRC, log_dir=args.work / "logs")
         write_repo(repo, args.lock, small_lock)

@@ -107,9 +107,12 @@ def free_port() -> int:
 
 def _config(port: int, instance: str, storage: Path) -> str:
     # CAS on disk in the test's temp dir (no size limit to evict blobs mid-test), an LRU
-    # ActionCache over it, no authorization: loopback only.
+    # ActionCache over it, no authorization: loopback only. `thread-pool-size` is also gRPC's
+    # `maximum_concurrent_rpcs`: BuildGrid's default (5 x cores = 10 here) makes Pants' parallel
+    # uploads fail with `ResourceExhausted: "Concurrent RPC limit exceeded!"`.
     return textwrap.dedent(
         f"""
+        thread-pool-size: 200
         server:
           - !channel
             address: "127.0.0.1:{port}"

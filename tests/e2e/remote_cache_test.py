@@ -112,11 +112,13 @@ def test_rebuild_with_wiped_local_caches_hits_remote_cache_and_never_replays_a_l
     caches_a, caches_b = Caches(tmp_path / "caches-a"), Caches(tmp_path / "caches-b")
 
     # Run 1, caches A: lock, then build both apps; results are written to the remote cache.
-    pants(repo, caches_a, "generate-lockfiles", "--resolve=app")
+    run0 = pants(repo, caches_a, "--stats-log", "generate-lockfiles", "--resolve=app")
+    assert stats_counters(run0.stderr).get("remote_cache_write_errors") == 0, run0.stderr[-3000:]
     lockfile = repo / "3rdparty" / "app.lock"
     assert lock_pins(lockfile) == {"greet": "1.0", "colorize": "2.1", "shout": "1.0"}
     index.reset_log()
     run1 = pants(repo, caches_a, "--stats-log", "package", APP, TOOL)
+    (tmp_path / "run1.log").write_text(run1.stderr)
     downloads1 = file_downloads(index)
     assert downloads1, "run 1 should fetch the wheels from the index"
     assert artifacts_in(caches_a.fastpex), "run 1 should fill the fastpex named cache"
@@ -125,15 +127,18 @@ def test_rebuild_with_wiped_local_caches_hits_remote_cache_and_never_replays_a_l
     assert run_pex(repo / "dist" / TOOL_OUT, tmp_path / "pex_root1") == "*TOOL!*\n"
     counters1 = stats_counters(run1.stderr)
     assert counters1.get("remote_cache_write_successes", 0) > 0, counters1
+    assert counters1.get("remote_cache_write_errors") == 0, counters1
 
     # Wipe every local cache: Pants' store, all named caches (fastpex, pex_root, ...), the
     # workdir and dist/. Only the lockfile (a source file) and the remote cache remain.
+    shutil.copytree(repo / "dist", tmp_path / "dist-run1", symlinks=True)
     shutil.rmtree(caches_a.root)
     wipe_local_state(repo)
 
     # Run 2, empty caches B: everything cacheable comes from BuildGrid.
     index.reset_log()
     run2 = pants(repo, caches_b, "--stats-log", "-ldebug", "package", APP, TOOL)
+    (tmp_path / "run2.log").write_text(run2.stderr)  # kept by pytest for a failure's post-mortem
     assert _outputs(repo) == outputs1, "rebuild from the remote cache is not byte-identical"
     fastpex_lookups = [m.group(0) for m in FASTPEX_BUILD.finditer(run2.stderr)]
     hits = [line for line in fastpex_lookups if "remote cache hit" in line]

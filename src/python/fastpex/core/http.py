@@ -140,9 +140,10 @@ class _Watchdog:
             self._cond.notify()
             return self._next_id
 
-    def disarm(self, ident: int) -> None:
+    def disarm(self, ident: int) -> bool:
+        """Stop watching; False if the deadline had already passed (the socket was shut)."""
         with self._cond:
-            self._armed.pop(ident, None)
+            return self._armed.pop(ident, None) is not None
 
     def _run(self) -> None:
         while True:
@@ -410,7 +411,7 @@ class Response:
                         pass
                     break
                 self._count(len(chunk))
-                self._check_pace(_whole_document)
+                pass
                 yield chunk
             expected = self.content_length
             encoded = self.header("Content-Encoding")
@@ -653,7 +654,14 @@ class HttpClient:
                 try:
                     raw = conn.getresponse()
                 finally:
-                    _WATCHDOG.disarm(guard)
+                    in_time = _WATCHDOG.disarm(guard)
+                if not in_time:
+                    raise _TooSlow()
+            except _TooSlow:
+                conn.close()
+                raise HttpConnectionError(
+                    url, f"the server did not send its response headers within {self.config.total_timeout:.0f} s"
+                )
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if reused and not fresh_attempt:
@@ -767,6 +775,10 @@ def _gunzip(data: bytes, limit: int, url: str) -> bytes:
     if len(out) > limit or decoder.unconsumed_tail:
         raise ResponseTooLargeError(url, limit)
     return out
+
+
+class _TooSlow(Exception):
+    pass
 
 
 class _RetryableFailure(Exception):

@@ -43,7 +43,13 @@ def _python_for_pip() -> Optional[str]:
 
 @pytest.fixture(scope="module")
 def pip_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A scratch venv with pip 26.3 (installed once for this module, from PyPI)."""
+    """An interpreter with pip 26.3: this one when it has it (the test resolve pins it), else a
+    scratch venv with pip 26.3 installed once for this module, from PyPI."""
+    mine = subprocess.run(
+        [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, env=isolated_pip_env()
+    )
+    if mine.stdout.startswith(f"pip {PIP_VERSION} "):
+        return sys.executable
     base = _python_for_pip()
     if base is None:
         pytest.skip(f"pip {PIP_VERSION} needs a Python >= 3.10 and none was found")

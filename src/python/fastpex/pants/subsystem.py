@@ -147,6 +147,25 @@ class FastpexSubsystem(PythonToolBase):
             """
         ),
     )
+    env_vars = StrListOption(
+        default=[
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "NETRC",
+        ],
+        help=softwrap(
+            """
+            Environment variables fastpex's processes see (`NAME` to copy it from Pants'
+            environment, `NAME=value` to set it): trust stores, proxies, and the path of the
+            `.netrc` that holds index credentials. Values are part of the process cache key, so
+            put no secrets here: keep tokens in `.netrc` (see docs/security.md).
+            """
+        ),
+    )
     offline = BoolOption(
         default=False,
         help="Build from the warm artifact store only; fail if an artifact is missing.",

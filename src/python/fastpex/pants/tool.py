@@ -16,7 +16,8 @@ from fastpex.pants.subsystem import FastpexSubsystem
 from pants.backend.python.util_rules.pex import PexRequest, VenvPex, VenvPexProcess
 from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import Process, ProcessCacheScope
-from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
 
 NAMED_CACHE = "fastpex"
@@ -92,11 +93,15 @@ async def fastpex_tool_sources() -> FastpexToolSources:
 async def setup_fastpex_process(
     request: FastpexProcess, fastpex_subsystem: FastpexSubsystem
 ) -> Process:
-    sources = await Get(FastpexToolSources)
+    sources, passthrough = await MultiGet(
+        Get(FastpexToolSources),
+        Get(EnvironmentVars, EnvironmentVarsRequest(fastpex_subsystem.env_vars)),
+    )
     venv_pex = await Get(
         VenvPex, PexRequest, fastpex_subsystem.to_pex_request(sources=sources.digest)
     )
     env = {
+        **passthrough,
         "FASTPEX_CACHE_DIR": NAMED_CACHE_PATH,
         "PYTHONDONTWRITEBYTECODE": "1",
         **dict(request.extra_env),

@@ -28,7 +28,10 @@ from runner import SRC, Comparison, Report, clean_env, fmt_bytes, measure, rmtre
 
 sys.path.insert(0, str(SRC))
 from fastpex.core.lockfile import load_lock  # noqa: E402
-from fastpex.core.select import select_artifacts, targets_for  # noqa: E402
+try:  # the module was renamed select -> selection on 2026-11-25
+    from fastpex.core.selection import select_artifacts, targets_for  # noqa: E402
+except ImportError:  # pragma: no cover
+    from fastpex.core.select import select_artifacts, targets_for  # noqa: E402
 
 INDEX = "https://pypi.org/simple/"
 

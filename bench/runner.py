@@ -197,6 +197,18 @@ def machine() -> str:
     return f"nproc={os.cpu_count()}{mem}, {platform.system()} {platform.release()} {platform.machine()}, bench python {platform.python_version()}"
 
 
+def git_head() -> str:
+    """The checkout's commit (read-only git calls) and whether the tree had local changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "src"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"commit {head}" + (" + uncommitted changes under src/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+
+
 @dataclass
 class Report:
     name: str
@@ -227,6 +239,7 @@ class Report:
                 f"- command: `{cmd}` (cwd `{os.getcwd()}`)",
                 f"- date: {self.started} (finished {_dt.datetime.now(_dt.timezone.utc).strftime('%H:%M UTC')})",
                 f"- machine: {machine()}",
+                f"- fastpex: {git_head()}",
                 "- bytes = rx_bytes of all non-loopback interfaces during the step (whole machine)",
                 *self.sections,
             ]

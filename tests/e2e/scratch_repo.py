@@ -27,8 +27,10 @@ LAUNCHER = REPO_ROOT / "pants"
 PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 
 APP = "src/app:app"  # zipapp: greet -> colorize
+APP_PACKED = "src/app:app-packed"  # the same app as a packed directory
 TOOL = "src/tool:tool"  # packed directory: colorize + shout
 APP_OUT = "src.app/app.pex"
+APP_PACKED_OUT = "src.app/app-packed.pex"
 TOOL_OUT = "src.tool/tool.pex"
 
 
@@ -131,6 +133,7 @@ def write_repo(root: Path, index: IndexServer, *, global_toml: str = "") -> None
             "src/app/BUILD": """
                 python_sources(name="lib")
                 fastpex_binary(name="app", entry_point="app.main:main")
+                fastpex_binary(name="app-packed", entry_point="app.main:main", layout="packed")
             """,
             "src/tool/__init__.py": "",
             "src/tool/main.py": """

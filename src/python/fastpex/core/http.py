@@ -411,7 +411,7 @@ class Response:
                         pass
                     break
                 self._count(len(chunk))
-                pass
+                self._check_pace(_whole_document)
                 yield chunk
             expected = self.content_length
             encoded = self.header("Content-Encoding")

@@ -100,6 +100,16 @@ async def package_fastpex_binary(
 ) -> BuiltPackage:
     resolve = field_set.resolve.normalized_value(python_setup)
     lockfile_path = python_setup.resolves[resolve]
+    if resolve not in fastpex.resolves:
+        raise FastpexPackageError(
+            softwrap(
+                f"""
+                {field_set.address} uses the resolve `{resolve}`, whose lockfile fastpex does not
+                manage. Add `{resolve}` to `[fastpex].resolves` in pants.toml and run
+                `pants generate-lockfiles --resolve={resolve}`.
+                """
+            )
+        )
     if field_set.entry_point.value is not None and field_set.script.value is not None:
         raise FastpexPackageError(
             f"{field_set.address} sets both `entry_point` and `script`: keep one of them."

@@ -28,6 +28,7 @@ class CacheKind(enum.Enum):
     LAYERS = ("layers", 1, "pre-compressed PEX dependency layers keyed by wheel sha256 + settings")
     BOOTSTRAP = ("bootstrap", 1, "PEX bootstrap fragments keyed by pex version")
     TOOLS = ("tools", 1, "pinned tool installs (pip) used by the resolver")
+    RESOLUTIONS = ("resolutions", 1, "pip reports keyed by pip's inputs, valid while its pages are")
 
     def __init__(self, dirname: str, version: int, description: str) -> None:
         self.dirname = dirname

@@ -110,7 +110,7 @@ class HttpConfig:
     backoff_max: float = 8.0
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     max_idle_per_host: int = 16
-    chunk_size: int = 256 * 1024
+    chunk_size: int = 1024 * 1024
     user_agent: str = "fastpex"
     ca_bundle: Optional[str] = None  # default: the system store, honouring SSL_CERT_FILE
     # `read_timeout` bounds one silence; these bound a server that trickles bytes forever. The
@@ -301,7 +301,7 @@ class Response:
         raw: Optional[http.client.HTTPResponse] = None,
         on_done: Optional["_Done"] = None,
         counters: Iterable[ByteCounter] = (),
-        chunk_size: int = 256 * 1024,
+        chunk_size: int = 1024 * 1024,
         max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
         local_file: Optional[Tuple[Path, int, int]] = None,
         total_timeout: Optional[float] = None,
@@ -397,13 +397,22 @@ class Response:
         raw = self._raw
         assert raw is not None
         completed = False
+        # Socket reads return one TLS record (~16 KiB) at a time; callers hash and write each
+        # chunk, so batch the reads into `size`-byte chunks. On a broken connection the bytes
+        # already read are still handed over, so a resumed download loses nothing.
+        pending = bytearray()
+        flushed_at = time.monotonic()
         try:
             while True:
                 try:
                     # read1: one socket read at most, so the pace is checked between reads.
                     chunk = raw.read1(size)
                 except (OSError, http.client.HTTPException) as e:
-                    raise HttpConnectionError(self.url, f"the connection broke mid-body ({e!r})")
+                    broken = HttpConnectionError(self.url, f"the connection broke mid-body ({e!r})")
+                    if pending:
+                        yield bytes(pending)
+                        pending.clear()
+                    raise broken
                 if not chunk:
                     try:
                         raw.read()  # marks a complete response closed: its connection is reusable
@@ -411,8 +420,27 @@ class Response:
                         pass
                     break
                 self._count(len(chunk))
-                self._check_pace(_whole_document)
-                yield chunk
+                try:
+                    self._check_pace(_whole_document)
+                except HttpConnectionError:
+                    if pending:
+                        yield bytes(pending)
+                        pending.clear()
+                    raise
+                if not pending and len(chunk) >= size:
+                    yield chunk
+                    continue
+                pending += chunk
+                # Flush on size, or every 50 ms on a slow link so progress and cancellation
+                # stay responsive.
+                now = time.monotonic()
+                if len(pending) >= size or now - flushed_at > 0.05:
+                    flushed_at = now
+                    yield bytes(pending)
+                    pending.clear()
+            if pending:
+                yield bytes(pending)
+                pending.clear()
             expected = self.content_length
             encoded = self.header("Content-Encoding")
             if expected is not None and not encoded and self.bytes_received < expected:

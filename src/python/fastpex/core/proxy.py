@@ -189,6 +189,7 @@ class MetadataProxy:
         self._speculated: Set[Tuple[str, str]] = set()
         self._tag_sets: Dict[str, "frozenset[str]"] = {}
         self._rendered: Dict[Tuple[str, str, str], bytes] = {}
+        self._page_requests: Dict[str, Set[str]] = {}
         self._stopping = False
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -399,6 +400,40 @@ class MetadataProxy:
                 served[f.url] = token
                 tokens[f.url] = token
         return tokens
+
+    def note_page_request(self, target: str, project: str) -> None:
+        with self._lock:
+            self._page_requests.setdefault(target, set()).add(normalize_project_name(project))
+
+    def take_page_requests(self, target: str) -> List[str]:
+        """The projects whose pages pip asked for for `target` since the last call."""
+        with self._lock:
+            return sorted(self._page_requests.pop(target, set()))
+
+    def page_digest(self, target: str, project: str) -> str:
+        """A digest of what `project`'s page tells pip for `target`: the usable files with
+        everything pip reads of them. Equal digests mean pip sees the same page (the proxy's
+        port aside), which is what lets the resolver reuse an earlier pip run."""
+        name = normalize_project_name(project)
+        files = self.page_files(target, name)
+        if files is None:
+            return "absent"
+        self._register(target, name, files)
+        rows = [
+            [
+                f.filename,
+                f.url,
+                sorted(f.hashes.items()),
+                f.requires_python,
+                bool(f.yanked),
+                f.yanked_reason,
+                f.upload_time,
+                f.size,
+                f.is_wheel or f.core_metadata not in (None, False),
+            ]
+            for f in self._usable_by(target, files)
+        ]
+        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
 
     def render_page(self, target: str, project: str, media: str) -> Optional[bytes]:
         """The page pip gets; rendered once per (target, project, media type) per proxy."""
@@ -692,6 +727,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _page(self, proxy: MetadataProxy, target: str, project: str, head: bool) -> None:
+        proxy.note_page_request(target, project)
         media = PEP691_JSON if _wants_json(self.headers.get("Accept")) else "text/html"
         try:
             body = proxy.render_page(target, project, media)

@@ -25,6 +25,7 @@ projects and pins that contradict the new requirements), so unrelated pins stay 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from fastpex.core.cache import CacheKind, atomic_directory, cache_dir
+from fastpex.core.cache import CacheKind, atomic_directory, cache_dir, write_bytes_atomically
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -535,6 +536,24 @@ class ProxySource:
     def index_urls(self) -> Tuple[str, ...]:
         return tuple(strip_credentials(i) for i in self._indexes)
 
+    def cache_token(self) -> Optional[str]:
+        """What varies between runs in pip's command line (the proxy's URL) and means nothing."""
+        return str(self.proxy.url)  # type: ignore[attr-defined]
+
+    def take_page_requests(self, target: Target) -> List[str]:
+        return list(self.proxy.take_page_requests(proxy_target_name(target.name)))  # type: ignore[attr-defined]
+
+    def page_digests(self, target: Target, projects: Sequence[str]) -> Optional[Dict[str, str]]:
+        """Today's digest of each project's page for `target`; None if any page fails."""
+        name = proxy_target_name(target.name)
+        try:
+            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="fastpex-pages") as pool:
+                digests = list(pool.map(lambda p: self.proxy.page_digest(name, p), projects))  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 - any failure only means "run pip"
+            logger.debug("page check for %s failed (%s): running pip", target.name, e)
+            return None
+        return dict(zip(projects, digests))
+
     def check_reachable(self, project: str, target: Target) -> None:
         try:
             self.proxy.raise_for_errors()  # type: ignore[attr-defined]
@@ -719,6 +738,65 @@ class _PipRun:
 _NO_VERSIONS_RE = re.compile(r"requirement (\S+?)(?:\[[^\]]*\])?(?:[<>=!~;@ ].*)? \(from versions: none\)")
 
 
+class _ResolutionCache:
+    """Reuse a pip run whose inputs are unchanged.
+
+    pip is deterministic: the same command line (requirements, constraints, target tags and
+    marker environment, pip version) against the same pages gives the same report. So a
+    successful run is stored with the digest of every page pip asked the proxy for; a later
+    run with the same command line re-checks those pages (a few parallel GETs, no pip) and
+    reuses the report only if every page is unchanged. Metadata needs no check: the proxy keys
+    it by artifact hash, and the page digests cover the hashes.
+    """
+
+    def __init__(self, source: PackageSource, cache_root: Optional[Path]) -> None:
+        self.source = source
+        self.token: Optional[str] = getattr(source, "cache_token", lambda: None)()
+        self.dir = cache_dir(CacheKind.RESOLUTIONS, cache_root) if self.token else None
+
+    def key(self, cmd: Sequence[str], workdir: Path, target: Target, constraints: Mapping[str, str]) -> Optional[str]:
+        if self.dir is None or self.token is None:
+            return None
+        normalized = [arg.replace(str(workdir), "<work>").replace(self.token, "<proxy>") for arg in cmd]
+        material = {
+            "cmd": normalized,
+            "target": target.name,
+            "marker_environment": dict(target.marker_environment),
+            "tags": list(target.supported_tags),
+            "constraints": sorted(constraints.items()),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def lookup(self, key: Optional[str], target: Target) -> Optional[Mapping[str, object]]:
+        if key is None or self.dir is None:
+            return None
+        path = self.dir / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text())
+            pages: Dict[str, str] = dict(entry["pages"])
+            report = entry["report"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        now = self.source.page_digests(target, sorted(pages))  # type: ignore[attr-defined]
+        if now != pages:
+            return None
+        return report  # type: ignore[no-any-return]
+
+    def begin(self, target: Target) -> None:
+        if self.dir is not None:
+            self.source.take_page_requests(target)  # type: ignore[attr-defined]
+
+    def store(self, key: Optional[str], target: Target, report: Mapping[str, object]) -> None:
+        if key is None or self.dir is None:
+            return
+        projects = self.source.take_page_requests(target)  # type: ignore[attr-defined]
+        digests = self.source.page_digests(target, projects)  # type: ignore[attr-defined]
+        if not digests:
+            return
+        entry = {"pages": digests, "report": report}
+        write_bytes_atomically(self.dir / f"{key}.json", json.dumps(entry, sort_keys=True).encode("utf-8"))
+
+
 class _Runner:
     def __init__(
         self,
@@ -732,7 +810,9 @@ class _Runner:
         self.pip = pip
         self.requirements = list(requirements)
         self.runs = 0
+        self.reused = 0
         self._count_lock = threading.Lock()
+        self.cache = _ResolutionCache(source, options.cache_root)
 
     def command(self, target: Target, workdir: Path, constraints: Mapping[str, str]) -> List[str]:
         env = target.marker_environment
@@ -786,11 +866,19 @@ class _Runner:
         return args
 
     def run(self, target: Target, constraints: Mapping[str, str]) -> _PipRun:
-        with self._count_lock:
-            self.runs += 1
         workdir = Path(tempfile.mkdtemp(prefix="fastpex-resolve-"))
         try:
             cmd = self.command(target, workdir, constraints)
+            key = self.cache.key(cmd, workdir, target, constraints)
+            cached = self.cache.lookup(key, target)
+            if cached is not None:
+                with self._count_lock:
+                    self.reused += 1
+                logger.debug("pip for %s: unchanged inputs and pages, reusing its report", target.name)
+                return _PipRun(target, True, parse_report(cached, target), "")
+            self.cache.begin(target)
+            with self._count_lock:
+                self.runs += 1
             started = time.monotonic()
             try:
                 proc = subprocess.run(
@@ -820,7 +908,9 @@ class _Runner:
                     f"pip succeeded for target `{target.name}` but wrote no readable report: {e}",
                     target=target.name,
                 ) from e
-            return _PipRun(target, True, parse_report(data, target), "")
+            run = _PipRun(target, True, parse_report(data, target), "")
+            self.cache.store(key, target, data)
+            return run
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -392,3 +392,22 @@ def test_pip_tools(tmp_path):
     (old / "pip" / "__init__.py").write_text('__version__ = "23.0"\n')
     with pytest.raises(PipError, match="pip 23.0"):
         pip_tool_from_path(str(old))
+
+
+def test_unchanged_inputs_reuse_pip_runs_until_a_page_changes(pip, tmp_path):
+    factory = WheelFactory(tmp_path / "dists")
+    factory.wheel("top", "1.0", requires_dist=["leaf>=1"])
+    factory.wheel("leaf", "1.0")
+    with IndexServer(factory.dist_dir) as server:
+        first = run_resolve(server, ["top"], [LINUX, MAC], pip, tmp_path)
+        assert first.pip_runs == 2
+        again = run_resolve(server, ["top"], [LINUX, MAC], pip, tmp_path)
+        # Same command lines, same pages: both reports reused, the same lock.
+        assert again.pip_runs == 0
+        assert again.lock == first.lock
+        # A new release changes leaf's page: pip runs again and picks it up.
+        factory.wheel("leaf", "1.1")
+        server.update()  # re-read the directory
+        third = run_resolve(server, ["top"], [LINUX, MAC], pip, tmp_path)
+        assert third.pip_runs == 2
+        assert packages(third.lock, LINUX)["leaf"] == "1.1"

@@ -190,6 +190,7 @@ class MetadataProxy:
         self._tag_sets: Dict[str, "frozenset[str]"] = {}
         self._rendered: Dict[Tuple[str, str, str], bytes] = {}
         self._page_requests: Dict[str, Set[str]] = {}
+        self._digests: Dict[Tuple[Tuple[str, ...], str], str] = {}
         self._stopping = False
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -411,29 +412,33 @@ class MetadataProxy:
             return sorted(self._page_requests.pop(target, set()))
 
     def page_digest(self, target: str, project: str) -> str:
-        """A digest of what `project`'s page tells pip for `target`: the usable files with
-        everything pip reads of them. Equal digests mean pip sees the same page (the proxy's
-        port aside), which is what lets the resolver reuse an earlier pip run."""
+        """A digest of what `project`'s page tells pip for `target`: every file with everything
+        pip reads of it, and which index served it. The target's own filtering (tags) is a
+        function of this and of the target, which the resolver keys on separately. Equal
+        digests mean pip sees the same page, which lets the resolver reuse an earlier pip run."""
         name = normalize_project_name(project)
         files = self.page_files(target, name)
         if files is None:
             return "absent"
         self._register(target, name, files)
-        rows = [
-            [
-                f.filename,
-                f.url,
-                sorted(f.hashes.items()),
-                f.requires_python,
-                bool(f.yanked),
-                f.yanked_reason,
-                f.upload_time,
-                f.size,
-                f.is_wheel or f.core_metadata not in (None, False),
-            ]
-            for f in self._usable_by(target, files)
-        ]
-        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
+        key = (tuple(spec.name for spec in self.indexes_for(target, name)), name)
+        with self._lock:
+            known = self._digests.get(key)
+        if known is not None:
+            return known
+        h = hashlib.sha256()
+        for f in files:
+            advertised = f.is_wheel or f.core_metadata not in (None, False)
+            row = (
+                f.filename, f.url, repr(sorted(f.hashes.items())), f.requires_python, f.yanked,
+                f.yanked_reason, f.upload_time, f.size, advertised,
+            )
+            h.update(repr(row).encode("utf-8"))
+            h.update(b"\n")
+        digest = h.hexdigest()
+        with self._lock:  # upstream pages are fetched once per proxy, so this holds for its life
+            self._digests[key] = digest
+        return digest
 
     def render_page(self, target: str, project: str, media: str) -> Optional[bytes]:
         """The page pip gets; rendered once per (target, project, media type) per proxy."""

@@ -25,6 +25,7 @@ projects and pins that contradict the new requirements), so unrelated pins stay 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -1308,6 +1309,7 @@ def _version_possible(runner: _Runner, project: str, version: str, target: Targe
 # Merging into a Lock
 
 
+@functools.lru_cache(maxsize=None)
 def _file_version(filename: str) -> Optional[str]:
     from fastpex.core.index import dist_name_version
 
@@ -1376,6 +1378,26 @@ def _merge(
     )
 
 
+_FilesByVersion = Dict[Optional[str], List[ProjectFileLike]]
+
+
+def _files_by_version(source: PackageSource, name: str, target: Target) -> _FilesByVersion:
+    """A project's files for a target grouped by version (pages list thousands of files, and
+    every locked version of the project looks at them)."""
+    memo: Dict[Tuple[int, str, str], _FilesByVersion] = _files_by_version.memo  # type: ignore[attr-defined]
+    key = (id(source), name, target.name)
+    grouped = memo.get(key)
+    if grouped is None:
+        grouped = {}
+        for f in source.project_files(name, target):
+            grouped.setdefault(_file_version(f.filename), []).append(f)
+        memo[key] = grouped
+    return grouped
+
+
+_files_by_version.memo = {}  # type: ignore[attr-defined]
+
+
 def _artifacts_for(
     name: str,
     version: str,
@@ -1395,9 +1417,7 @@ def _artifacts_for(
     direct = all(i.is_direct for i in items)
     if not direct:
         for target in targets:
-            for f in source.project_files(name, target):
-                if _file_version(f.filename) != version:
-                    continue
+            for f in _files_by_version(source, name, target).get(version, ()):
                 url = strip_credentials(f.url)
                 if f.yanked and url not in picked:
                     continue

@@ -17,6 +17,7 @@ one-paragraph message on stderr; on any error the existing lockfile is left unto
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import logging
 import re
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--regenerate-command", metavar="STR", help="the command the lock header tells users to run")
     p.add_argument("--pip", metavar="PATH", help="the pip to run (a dir with pip/, a pip wheel, or a Python with pip >= 25.3)")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="pip processes in parallel (default 4)")
+    p.add_argument("--hint-lock", metavar="LOCKFILE", help="an earlier lock of this resolve whose projects' pages are fetched before pip asks for them (default: --output, if it exists); pins are not kept (see --existing-lock)")
     p.add_argument("--metadata-jobs", type=int, default=16, metavar="N", help="parallel metadata and page requests of the proxy (default 16)")
     p.add_argument("--no-proxy", action="store_true", help="let pip talk to the indexes directly (no metadata proxy)")
     p.add_argument("--no-reconcile", action="store_true", help="keep each target's own versions (skip version alignment)")
@@ -169,6 +171,17 @@ def parse_route(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], Optional[T
     return split(projects), split(indexes), (split(platforms) if at else None)
 
 
+def _hinted_projects(args: argparse.Namespace) -> List[str]:
+    hint = args.hint_lock or (args.output if args.output and os.path.isfile(args.output) else None)
+    if not hint:
+        return []
+    try:
+        return sorted({d.name for d in load_lock(hint).distributions})
+    except Exception as e:  # noqa: BLE001 - only a hint: a broken or foreign lock is ignored
+        logger.debug("ignoring the hint lock %s: %s", hint, e)
+        return []
+
+
 @contextlib.contextmanager
 def _source(
     args: argparse.Namespace,
@@ -206,9 +219,12 @@ def _source(
     except ProxyConfigError as e:
         raise UsageError(str(e)) from e
     with proxy:
-        # Start on the top-level pages and metadata while pip is still starting up.
+        # Start on the pages and metadata pip will ask for while it is still starting up: the
+        # top-level requirements, and every project an earlier lock of this resolve had (pip
+        # asks for pages one at a time, so fetching them ahead saves a round trip each).
+        names = list(requirements) + _hinted_projects(args)
         for target in targets:
-            proxy.warm(proxy_target_name(target.name), requirements)  # type: ignore[attr-defined]
+            proxy.warm(proxy_target_name(target.name), names)  # type: ignore[attr-defined]
         source = ProxySource(proxy, index_urls + [Path(d).expanduser().absolute().as_uri() for d in args.find_links])
         yield source
         if proxy.artifact_requests:

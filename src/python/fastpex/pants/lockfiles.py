@@ -187,23 +187,23 @@ async def generate_fastpex_lockfile(
     if fastpex.allow_sdists:
         argv.append("--allow-sdists")
 
+    # The current lockfile (if any) goes in as a hint: its projects' pages are fetched before
+    # pip asks. Its pins are kept only for a minimal re-lock (`[fastpex].upgrade`).
+    existing = await Get(
+        Digest,
+        PathGlobs([req.lockfile_dest], glob_match_error_behavior=GlobMatchErrorBehavior.ignore),
+    )
+    contents = await Get(DigestContents, Digest, existing)
     input_digest = None
-    if fastpex.upgrade:
-        existing = await Get(
-            Digest,
-            PathGlobs(
-                [req.lockfile_dest],
-                glob_match_error_behavior=GlobMatchErrorBehavior.ignore,
-            ),
+    if contents:
+        input_digest = await Get(
+            Digest, CreateDigest([FileContent(EXISTING_LOCK, contents[0].content)])
         )
-        contents = await Get(DigestContents, Digest, existing)
-        if contents:
-            input_digest = await Get(
-                Digest, CreateDigest([FileContent(EXISTING_LOCK, contents[0].content)])
-            )
+        argv.extend(["--hint-lock", EXISTING_LOCK])
+        if fastpex.upgrade:
             argv.extend(["--existing-lock", EXISTING_LOCK])
-        for project in fastpex.upgrade:
-            argv.extend(["--upgrade", project])
+    for project in fastpex.upgrade:
+        argv.extend(["--upgrade", project])
 
     result = await Get(
         ProcessResult,

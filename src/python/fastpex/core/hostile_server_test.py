@@ -17,10 +17,9 @@ import threading
 import time
 import tracemalloc
 import zipfile
-import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, Optional
 
 import pytest
 
@@ -35,130 +34,20 @@ from fastpex.core.metadata import (
     MetadataTooLargeError,
 )
 from fastpex.core.model import Artifact, FetchedArtifact
+from fastpex.testing.hostile_http import (
+    Handler,
+    HostileServer,
+    ranged,
+    silent,
+    static,
+    trickle_body,
+    trickle_headers,
+)
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_sdist, build_wheel, record_digest
 
 FAST = HttpConfig(connect_timeout=2.0, read_timeout=0.5, max_retries=0, total_timeout=1.5, min_stream_rate=1024)
 SHA = "a" * 64
-
-# -- a server that says whatever a test wants --------------------------------------------------
-
-Handler = Callable[[BaseHTTPRequestHandler, threading.Event], None]
-
-
-class HostileServer:
-    """Loopback HTTP server whose routes are arbitrary handler functions; records headers."""
-
-    def __init__(self) -> None:
-        self.routes: Dict[str, Handler] = {}
-        self.seen: List[Tuple[str, Dict[str, str]]] = []
-        self.stop_event = threading.Event()
-        outer = self
-
-        class _H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                outer.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                route = outer.routes.get(self.path.split("?", 1)[0])
-                if route is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                try:
-                    route(self, outer.stop_event)
-                except OSError:
-                    pass  # the client gave up: that is the point of most routes
-
-            do_HEAD = do_GET
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> "HostileServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def static(body: bytes, content_type: str = "application/octet-stream", status: int = 200) -> Handler:
-    def handle(h: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return handle
-
-
-def ranged(body: bytes) -> Handler:
-    """A file served with single-range support (what a wheel's host does)."""
-
-    def handle(h: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-        spec = h.headers.get("Range", "")
-        start, end = 0, len(body) - 1
-        status = 200
-        if spec.startswith("bytes="):
-            first, _, last = spec[6:].partition("-")
-            if not first:
-                start = max(0, len(body) - int(last))
-            else:
-                start = int(first)
-                end = min(int(last), end) if last else end
-            status = 206
-        part = body[start : end + 1]
-        h.send_response(status)
-        if status == 206:
-            h.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
-        h.send_header("Content-Length", str(len(part)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(part)
-
-    return handle
-
-
-def trickle_body(h: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-    """Claims a big body, then sends one byte every 50 ms forever (never silent long enough
-    for a read timeout)."""
-    h.send_response(200)
-    h.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
-    h.send_header("Content-Length", str(10**9))
-    h.end_headers()
-    while not stop.wait(0.05):
-        h.wfile.write(b" ")
-        h.wfile.flush()
-
-
-def trickle_headers(h: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-    """The status line, then an endless header, one byte every 50 ms."""
-    h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-    while not stop.wait(0.05):
-        h.wfile.write(b"a")
-        h.wfile.flush()
-
-
-def silent(h: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-    """Headers, then nothing at all."""
-    h.send_response(200)
-    h.send_header("Content-Length", "1000")
-    h.end_headers()
-    h.wfile.flush()
-    stop.wait(30)
 
 
 @pytest.fixture
@@ -284,7 +173,7 @@ def test_metadata_for_another_project_is_refused(tmp_path: Path, hostile: Hostil
     other = b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\nRequires-Dist: malware\n"
     hostile.routes["/files/demo-1.0-py3-none-any.whl"] = static(wheel.read_bytes())
     hostile.routes["/files/demo-1.0-py3-none-any.whl.metadata"] = static(other)
-    page = f'<a href="/files/demo-1.0-py3-none-any.whl" data-core-metadata="true">x</a>'.encode()
+    page = b'<a href="/files/demo-1.0-py3-none-any.whl" data-core-metadata="true">x</a>'
     hostile.routes["/simple/demo/"] = static(page, "text/html")
     with HttpClient(FAST) as http:
         found = IndexClient(http).project_page(hostile.url + "/simple/", "demo")
@@ -371,25 +260,46 @@ def test_metadata_bombs_are_refused_within_bounded_memory(
 @pytest.mark.parametrize("route", [trickle_body, trickle_headers, silent], ids=["trickle-body", "trickle-headers", "silent"])
 def test_a_server_that_never_finishes_is_abandoned_in_bounded_time(hostile: HostileServer, route: Handler) -> None:
     hostile.routes["/simple/slow/"] = route
-    started = time.monotonic()
-    with HttpClient(FAST) as http:
-        with pytest.raises(IndexUnreachableError) as e:
-            IndexClient(http).project_page(hostile.url + "/simple/", "slow")
-    elapsed = time.monotonic() - started
-    assert elapsed < FAST.total_timeout + FAST.read_timeout + 1.5, elapsed
-    assert f"{hostile.url}/simple/slow/" in str(e.value)
+    bound = FAST.total_timeout + FAST.read_timeout + 1.5
+    outcome: list = []
+
+    def attempt() -> None:  # in a thread, so a missing bound fails the test instead of hanging it
+        with HttpClient(FAST) as http:
+            try:
+                outcome.append(IndexClient(http).project_page(hostile.url + "/simple/", "slow"))
+            except Exception as e:  # noqa: BLE001 - inspected below
+                outcome.append(e)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(bound)
+    assert not worker.is_alive(), f"still waiting for the server after {bound} s"
+    (error,) = outcome
+    assert isinstance(error, IndexUnreachableError), error
+    assert f"{hostile.url}/simple/slow/" in str(error)
 
 
 def test_a_trickling_artifact_stream_is_abandoned_below_the_minimum_rate(hostile: HostileServer) -> None:
     hostile.routes["/files/x.whl"] = trickle_body
-    started = time.monotonic()
-    with HttpClient(FAST) as http:
-        response = http.get(hostile.url + "/files/x.whl", stream=True)
-        with pytest.raises(HttpConnectionError, match="too slow") as e:
-            for _ in response.iter_chunks():
-                pass
-    assert time.monotonic() - started < FAST.total_timeout + FAST.read_timeout + 1.5
-    assert hostile.url + "/files/x.whl" in str(e.value)
+    bound = FAST.total_timeout + FAST.read_timeout + 1.5
+    outcome: list = []
+
+    def attempt() -> None:
+        with HttpClient(FAST) as http:
+            try:
+                for _ in http.get(hostile.url + "/files/x.whl", stream=True).iter_chunks():
+                    pass
+                outcome.append(None)
+            except Exception as e:  # noqa: BLE001 - inspected below
+                outcome.append(e)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(bound)
+    assert not worker.is_alive(), f"still downloading after {bound} s"
+    (error,) = outcome
+    assert isinstance(error, HttpConnectionError) and "too slow" in str(error), error
+    assert hostile.url + "/files/x.whl" in str(error)
 
 
 def test_a_fast_stream_may_take_longer_than_the_total_timeout(hostile: HostileServer) -> None:
@@ -430,3 +340,90 @@ def test_proxy_pages_do_not_advertise_metadata_for_sdists_it_cannot_serve(tmp_pa
     for found in (files, html_files):
         assert found["dep-1.0-py3-none-any.whl"].core_metadata is True
         assert found["dep-2.0.tar.gz"].core_metadata is None
+
+
+# -- hashes that are paths ---------------------------------------------------------------------
+
+
+def test_index_hashes_that_are_not_hex_digests_are_dropped() -> None:
+    import json
+
+    evil = "../../../victim.txt"
+    html = f'<a href="/f/demo-1.0-py3-none-any.whl#sha256={evil}" data-core-metadata="sha256={evil}">x</a>'.encode()
+    page = parse_html_page(html, "https://evil.example/simple/demo/", "demo")
+    assert page.files[0].sha256 is None and page.files[0].core_metadata is True
+    doc = {"files": [{"filename": "demo-1.0-py3-none-any.whl", "url": "/f/demo-1.0-py3-none-any.whl",
+                      "hashes": {"sha256": evil, "md5": "0" * 32}, "core-metadata": {"sha256": '"><a'}}]}
+    page = parse_json_page(json.dumps(doc).encode(), "https://evil.example/simple/demo/", "demo")
+    assert page.files[0].hashes == {"md5": "0" * 32} and page.files[0].core_metadata is True
+
+
+def test_a_hash_that_is_a_path_cannot_read_or_delete_files_outside_the_cache(
+    tmp_path: Path, hostile: HostileServer
+) -> None:
+    """The metadata cache is keyed by the index's sha256: `#sha256=../../../victim.txt` once
+    made fastpex read that file and, as it did not parse as metadata, delete it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "c" / "metadata" / "v1" / "sha256").mkdir(parents=True)  # a warm cache
+    wheel = build_wheel(tmp_path / "d", "demo", "1.0")
+    hostile.routes["/f/" + wheel.name] = ranged(wheel.read_bytes())
+    evil = "../../../victim.txt"  # from <cache>/metadata/v1/sha256/../ to tmp_path
+    hostile.routes["/simple/demo/"] = static(f'<a href="/f/{wheel.name}#sha256={evil}">x</a>'.encode(), "text/html")
+    with HttpClient(FAST) as http:
+        page = IndexClient(http).project_page(hostile.url + "/simple/", "demo")
+        assert page is not None
+        try:
+            MetadataFetcher(http, tmp_path / "c", probe=False).fetch(page.files[0])
+        except Exception:  # noqa: BLE001 - what matters here is the file outside the cache
+            pass
+    assert victim.exists(), "a file outside the cache was deleted"
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "d", "victim.txt"]
+
+
+_INLINE_BACKEND = b'''
+import os
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    path = os.path.join(metadata_directory, "sdonly-1.0.dist-info")
+    os.makedirs(path)
+    with open(os.path.join(path, "METADATA"), "w") as fp:
+        fp.write("Metadata-Version: 2.1\\nName: sdonly\\nVersion: 1.0\\nRequires-Dist: dep\\n")
+    return "sdonly-1.0.dist-info"
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("not needed for locking")
+'''
+
+
+def test_lock_with_allow_sdists_through_the_proxy(tmp_path: Path) -> None:
+    """An sdist whose PKG-INFO is not authoritative (Metadata-Version 2.1): pip must build its
+    metadata, which it only does when the proxy does not advertise a `.metadata` it would 404."""
+    import tarfile
+
+    from fastpex.core import lock_cli
+
+    dists = tmp_path / "dists"
+    build_wheel(dists, "dep", "1.0")
+    members = {
+        "sdonly-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: sdonly\nVersion: 1.0\n",
+        "sdonly-1.0/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        "sdonly-1.0/backend.py": _INLINE_BACKEND,
+    }
+    with tarfile.open(dists / "sdonly-1.0.tar.gz", "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    lockfile = tmp_path / "app.lock"
+    with IndexServer(dists) as server:
+        code = lock_cli.main(["--resolve", "app", "--requirement", "sdonly", "--index", server.simple_url,
+                              "--target", "linux_x86_64-cp311", "--allow-sdists", "--output", str(lockfile),
+                              "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 0
+    text = lockfile.read_text()
+    assert "sdonly-1.0.tar.gz" in text and "dep-1.0-py3-none-any.whl" in text

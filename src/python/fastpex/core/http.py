@@ -129,15 +129,18 @@ class _Watchdog:
         self._armed: Dict[int, Tuple[float, object]] = {}
         self._next_id = 0
         self._thread: Optional[threading.Thread] = None
+        self._wake_at = 0.0  # when the thread wakes next on its own
 
     def arm(self, sock: object, seconds: float) -> int:
         with self._cond:
             self._next_id += 1
-            self._armed[self._next_id] = (time.monotonic() + seconds, sock)
-            if self._thread is None:
+            deadline = time.monotonic() + seconds
+            self._armed[self._next_id] = (deadline, sock)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or lost in a fork
                 self._thread = threading.Thread(target=self._run, name="fastpex-http-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif deadline < self._wake_at:
+                self._cond.notify()  # only when it would otherwise sleep past this deadline
             return self._next_id
 
     def disarm(self, ident: int) -> bool:
@@ -153,6 +156,7 @@ class _Watchdog:
                 expired = [self._armed.pop(k)[1] for k in due]
                 wait = min((d for d, _ in self._armed.values()), default=now + 60.0) - now
                 if not expired:
+                    self._wake_at = now + max(0.01, wait)
                     self._cond.wait(max(0.01, wait))
                     continue
             for sock in expired:

@@ -203,13 +203,34 @@ def project_url(index_url: str, project: str) -> str:
     return f"{base}{quote(normalize_project_name(project))}/"
 
 
+def valid_digest(algorithm: str, value: str) -> bool:
+    """Is `value` a hex digest of `algorithm`'s length (what may name a cache entry)?"""
+    if algorithm not in hashlib.algorithms_guaranteed or algorithm.startswith("shake_"):
+        return False
+    size = hashlib.new(algorithm).digest_size * 2
+    return len(value) == size and all(c in "0123456789abcdef" for c in value)
+
+
+def _plausible_digest(algorithm: str, value: str) -> bool:
+    """Index text that may be kept as a hash: a known algorithm and only letters and digits.
+    Hashes end up in cache paths and pages we render, so `../../x` or `"><a` is dropped as if
+    the index gave no hash (a wrong but harmless value is caught when the file is checked)."""
+    return (
+        algorithm in hashlib.algorithms_guaranteed
+        and not algorithm.startswith("shake_")
+        and bool(value)
+        and value.isascii()
+        and value.isalnum()
+    )
+
+
 def _hash_from_fragment(url: str) -> Tuple[str, Dict[str, str]]:
     """Split `...#sha256=abc` into the bare URL and its hash (PEP 503)."""
     bare, fragment = urldefrag(url)
     hashes: Dict[str, str] = {}
     if fragment:
         name, sep, value = fragment.partition("=")
-        if sep and name.lower() in hashlib.algorithms_guaranteed and value:
+        if sep and _plausible_digest(name.lower(), value.lower()):
             hashes[name.lower()] = value.lower()
     return bare, hashes
 
@@ -230,7 +251,11 @@ def _file_url(page_url: str, href: str) -> Tuple[str, Dict[str, str]]:
 def _clean_hashes(value: object) -> Dict[str, str]:
     if not isinstance(value, dict):
         return {}
-    return {str(k).lower(): str(v).lower() for k, v in value.items() if isinstance(v, str) and v}
+    return {
+        str(k).lower(): v.lower()
+        for k, v in value.items()
+        if isinstance(v, str) and _plausible_digest(str(k).lower(), v.lower())
+    }
 
 
 def _core_metadata_from_json(entry: Mapping[str, object]) -> CoreMetadata:
@@ -248,7 +273,7 @@ def _core_metadata_from_html(value: Optional[str]) -> CoreMetadata:
     if value.strip().lower() == "true":
         return True
     name, sep, digest = value.partition("=")
-    if sep and name.strip().lower() in hashlib.algorithms_guaranteed and digest.strip():
+    if sep and _plausible_digest(name.strip().lower(), digest.strip().lower()):
         return {name.strip().lower(): digest.strip().lower()}
     return True  # malformed hash: the file exists, its hash is unknown (as pip treats it)
 
@@ -300,7 +325,7 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     """Parse a PEP 691 JSON project page. `page_url` resolves relative file URLs."""
     try:
         doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
         raise IndexPageError(page_url, f"invalid JSON ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise IndexPageError(page_url, "the JSON has no `files` list")

@@ -396,6 +396,13 @@ def _verify_record(zf: zipfile.ZipFile, wheel_name: str) -> None:
                 wheel=wheel_name,
                 member=name,
             ) from e
+        if actual_size != info.file_size:  # zipfile trusts the directory's size; we don't
+            raise CorruptWheelError(
+                f"Wheel {wheel_name} member {name!r} is corrupt: the zip's directory says "
+                f"{info.file_size} bytes, its data has {actual_size}",
+                wheel=wheel_name,
+                member=name,
+            )
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
         if actual != expected.rstrip("="):
             raise refuse(f"has {algorithm} {actual}, but RECORD says {expected}")
@@ -409,6 +416,17 @@ def _verify_record(zf: zipfile.ZipFile, wheel_name: str) -> None:
             wheel=wheel_name,
             member=missing[0],
         )
+
+
+def verify_wheel_zip(path: PathLike, filename: str) -> None:
+    """Refuse a wheel whose members could escape the install dir or collide, whose RECORD
+    disagrees with its contents, or whose zip structure lies; raises only `LayerError`s."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            _check_members(zf, filename)
+            _verify_record(zf, filename)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError, NotImplementedError) as e:
+        raise CorruptWheelError(f"Wheel {filename} is not a valid zip file: {e}", wheel=filename)
 
 
 def _find_corrupt_member(path: str) -> Optional[str]:
@@ -495,12 +513,7 @@ def _build_into(
     filename = wheel.wheel_filename
     project_name, version = _parse_filename(wheel)
     _verify_sha256(wheel)
-    try:
-        with zipfile.ZipFile(wheel.path) as zf:
-            _check_members(zf, filename)
-            _verify_record(zf, filename)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
-        raise CorruptWheelError(f"Wheel {filename} is not a valid zip file: {e}", wheel=filename)
+    verify_wheel_zip(wheel.path, filename)
 
     wheel_path = wheel.path
     if os.path.basename(wheel_path) != filename:

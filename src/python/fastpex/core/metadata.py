@@ -44,7 +44,7 @@ from packaging.version import InvalidVersion, Version
 
 from fastpex.core.cache import CacheKind, atomic_file, cache_dir, write_bytes_atomically
 from fastpex.core.http import HttpClient, HttpConnectionError, HttpError, Response
-from fastpex.core.index import ProjectFile, dist_name_version
+from fastpex.core.index import ProjectFile, dist_name_version, valid_digest
 from fastpex.core.store import ArtifactStore
 from fastpex.core.urls import redact, strip_credentials
 from fastpex.core.zipmeta import (  # noqa: F401 - re-exported: metadata's range reader API
@@ -467,6 +467,20 @@ def inflate_member(entry: ZipEntry, compressed: bytes, limit: int, url: str) -> 
 # -- local artifacts ---------------------------------------------------------------------------
 
 
+# What `zipfile` raises on a malformed or hostile archive (encrypted members: RuntimeError;
+# unknown methods: NotImplementedError; bad lengths: ValueError; bad deflate data: zlib.error).
+_ZIP_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
 def wheel_metadata_from_file(path: Path, filename: str, url: str, limit: int = DEFAULT_MAX_METADATA_BYTES) -> bytes:
     """METADATA of a wheel on disk, with the same size cap as the remote path."""
     try:
@@ -481,8 +495,12 @@ def wheel_metadata_from_file(path: Path, filename: str, url: str, limit: int = D
                 data = fp.read(limit + 1)
             if len(data) > limit:
                 raise MetadataTooLargeError(url, f"`{member}`", len(data), limit)
+            if len(data) != info.file_size:  # zipfile trusts the directory's size; we don't
+                raise InvalidDistributionError(
+                    url, f"its zip directory says `{member}` has {info.file_size} bytes, but it has {len(data)}"
+                )
             return data
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+    except _ZIP_READ_ERRORS as e:
         raise InvalidDistributionError(url, f"it is not a readable zip ({e})") from e
 
 
@@ -512,7 +530,7 @@ def sdist_pkg_info_from_file(path: Path, filename: str, url: str, limit: int = D
                         break
                 else:
                     raise InvalidDistributionError(url, "it has no top-level PKG-INFO")
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+    except (tarfile.TarError,) + _ZIP_READ_ERRORS as e:
         raise InvalidDistributionError(url, f"it is not a readable archive ({e})") from e
     if len(data) > limit:
         raise MetadataTooLargeError(url, "PKG-INFO", len(data), limit)
@@ -669,7 +687,7 @@ class MetadataFetcher:
         cached = self._cache_read(file, sha, validators)
         if cached is not None:
             return MetadataResult(file, cached, MetadataSource.CACHE, sha)
-        if sha and artifact_store_path(sha, self.cache_root).is_file():
+        if sha and valid_digest("sha256", sha) and artifact_store_path(sha, self.cache_root).is_file():
             data = metadata_from_artifact(artifact_store_path(sha, self.cache_root), file, self.max_metadata_bytes)
             found: Outcome = Found(data, MetadataSource.STORE, sha)
         else:
@@ -862,7 +880,7 @@ class MetadataFetcher:
     def _cache_paths(self, file: ProjectFile, sha: Optional[str], validators: Optional[Validators]) -> List[Path]:
         root = cache_dir(CacheKind.METADATA, self.cache_root)
         paths = []
-        if sha:
+        if sha and valid_digest("sha256", sha):  # index text: never a path (`../../x`)
             paths.append(root / "sha256" / sha[:2] / sha)
         if validators is not None:
             key = validators.key(file.url)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -22,7 +21,7 @@ from fastpex.core.index import IndexClient, IndexClientError
 from fastpex.core.metadata import MetadataError, MetadataFetcher
 from fastpex.core.urls import authorization_for, redact, strip_credentials
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
-from fastpex.testing.wheels import build_wheel
+from fastpex.testing.wheels import build_wheel, sha256_file
 
 USER = "alice"
 TOKEN = "tok3n-s3cr3t-9f2c1"
@@ -80,7 +79,7 @@ def _assert_no_token(where: str, data: "bytes | str") -> None:
 
 @pytest.mark.parametrize("how", ["url", "env", "netrc"])
 def test_lock_fetch_build_with_credentials_never_leak_the_token(
-    how: str, server: IndexServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+    how: str, server: IndexServer, dists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
     index = _index_url(server, how, tmp_path, monkeypatch)
@@ -110,6 +109,16 @@ def test_lock_fetch_build_with_credentials_never_leak_the_token(
     assert sorted(p.name for p in dest.iterdir()) == ["colorize-2.0-py3-none-any.whl", "greet-1.0-py3-none-any.whl"]
     for name, text in (("fetch stdout", out), ("fetch stderr", err), ("the manifest", manifest.read_text())):
         _assert_no_token(name, text)
+
+    # A fetch that fails its hash check against that index names the file, not the token.
+    real = sha256_file(dists / "colorize-2.0-py3-none-any.whl")
+    tampered = tmp_path / "tampered.lock"
+    tampered.write_text(lockfile.read_text().replace(real, "0" * 64))
+    code = fetch_cli.main(["--lock", str(tampered), "--target", TARGET, "--cache-dir", str(tmp_path / "tcache"),
+                           *fetch_index])
+    out, err = capfd.readouterr()
+    assert code != 0 and "colorize-2.0-py3-none-any.whl" in err and real in err, err
+    _assert_no_token("a fetch hash-mismatch error", out + err)
 
     # build: a fresh cache, so the artifacts are downloaded with credentials again.
     src = tmp_path / "src" / "app"

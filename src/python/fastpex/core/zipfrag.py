@@ -455,13 +455,20 @@ def _read_index(fp: BinaryIO, label: str) -> FragmentIndex:
         raise FragmentError(f"{label} has a corrupt index.")
     entries: List[FragmentEntry] = []
     pos = 0
+    # A cache entry is not trusted blindly: a well-formed CRC over a malformed index (a
+    # corrupted or tampered cache) is refused here, not as a crash while assembling.
     for _ in range(count):
-        (flags, method, dos_time, dos_date, crc32, csize, usize, offset, ext, version, name_len) = (
-            _INDEX_RECORD.unpack_from(raw, pos)
-        )
-        pos += _INDEX_RECORD.size
-        name = raw[pos : pos + name_len].decode("utf-8")
+        try:
+            (flags, method, dos_time, dos_date, crc32, csize, usize, offset, ext, version, name_len) = (
+                _INDEX_RECORD.unpack_from(raw, pos)
+            )
+            pos += _INDEX_RECORD.size
+            name = raw[pos : pos + name_len].decode("utf-8")
+        except (struct.error, UnicodeDecodeError) as e:
+            raise FragmentError(f"{label} has a corrupt index ({e}).") from e
         pos += name_len
+        if pos > len(raw) or offset + csize > data_size:
+            raise FragmentError(f"{label} has a corrupt index (an entry lies outside the fragment).")
         entries.append(
             FragmentEntry(name, flags, method, dos_time, dos_date, crc32, csize, usize, offset, ext, version)
         )

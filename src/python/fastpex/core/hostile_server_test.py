@@ -123,7 +123,7 @@ def test_files_on_other_hosts_are_allowed_reported_and_get_no_credentials(tmp_pa
         page = f'<a href="{files_host.url}/demo-1.0-py3-none-any.whl">demo-1.0-py3-none-any.whl</a>'.encode()
         index_host.routes["/simple/demo/"] = static(page, "text/html")
         index = index_host.url.replace("http://", "http://alice:s3cret@") + "/simple/"
-        with HttpClient(FAST, configured_indexes=[index]) as http, caplog.at_level(logging.INFO):
+        with HttpClient(FAST, configured_indexes=[index]) as http, caplog.at_level(logging.DEBUG):
             found = IndexClient(http).project_page(index, "demo")
             assert found is not None and found.files[0].url.startswith(files_host.url)
             assert http.get(found.files[0].url).read() == wheel.read_bytes()

@@ -317,7 +317,7 @@ def _safe_files(files: List["ProjectFile"], page_url: str) -> List["ProjectFile"
     if other_hosts:
         # PEP 503 allows it (PyPI serves files from files.pythonhosted.org); credentials
         # configured for the index are never sent there (see `urls.authorization_for`).
-        logger.info("`%s` links files on other hosts: %s", redact(page_url), ", ".join(sorted(other_hosts)))
+        logger.debug("`%s` links files on other hosts: %s", redact(page_url), ", ".join(sorted(other_hosts)))
     return kept
 
 

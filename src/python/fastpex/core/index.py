@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 
 from fastpex.core.http import HttpClient, HttpError, HttpStatusError
 from fastpex.core.model import Artifact
+from fastpex.core.store import sha256_file
 from fastpex.core.urls import redact, strip_credentials
 
 logger = logging.getLogger(__name__)
@@ -472,11 +473,7 @@ def _file_sha256(path: Path) -> str:
         known = _sha_cache.get(key)
     if known is not None:
         return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = sha256_file(path)
     with _sha_lock:
         _sha_cache[key] = value
     return value

@@ -38,6 +38,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from fastpex.core import zipfrag
 from fastpex.core.cache import CacheKind, cache_dir, file_lock
+from fastpex.core.store import sha256_file
 
 __all__ = [
     "CorruptWheelError",
@@ -153,13 +154,6 @@ def _pex_version() -> str:
 
     return __version__
 
-
-def sha256_file(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def layer_key(wheel_sha256: str, compress_level: int, wheel_filename: str) -> str:

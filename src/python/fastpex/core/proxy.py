@@ -73,6 +73,7 @@ from fastpex.core.metadata import (
     head_validators,
     read_cached_hash,
 )
+from fastpex.core.store import sha256_file
 from fastpex.core.urls import expand_env, redact
 
 logger = logging.getLogger(__name__)
@@ -307,11 +308,7 @@ class MetadataProxy:
 
     def _compute_sha256(self, file: ProjectFile) -> str:
         if urlsplit(file.url).scheme == "file":
-            digest = hashlib.sha256()
-            with open(unquote(urlsplit(file.url).path), "rb") as fp:
-                for chunk in iter(lambda: fp.read(1 << 20), b""):
-                    digest.update(chunk)
-            return digest.hexdigest()
+            return sha256_file(unquote(urlsplit(file.url).path))
         validators = head_validators(self.http, file.url)
         if validators is not None:
             cached = read_cached_hash(file.url, validators, self.config.cache_root)

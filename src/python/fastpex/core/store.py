@@ -78,6 +78,11 @@ def hash_file(path: Union[str, Path], *, limit: Optional[int] = None) -> "hashli
     return h
 
 
+def sha256_file(path: Union[str, Path]) -> str:
+    """The hex sha256 of a whole file (the one file-hashing helper of the core)."""
+    return hash_file(path).hexdigest()
+
+
 @dataclass(frozen=True)
 class PartialInfo:
     """What we know about a partial download: where it came from and how to validate a resume."""

@@ -421,7 +421,7 @@ def render_pex_metadata(
             )
         seen[layer.wheel_filename] = layer
         info.add_distribution(layer.wheel_filename, layer.fingerprint)
-    for requirement in requirements if requirements is not None else [l.requirement for l in layers]:
+    for requirement in requirements if requirements is not None else [layer.requirement for layer in layers]:
         info.add_requirement(requirement)
 
     info.bootstrap_hash = bootstrap_hash

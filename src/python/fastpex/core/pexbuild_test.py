@@ -367,7 +367,7 @@ def test_cli_builds_and_reports_user_errors(env, tmp_path: Path, capsys) -> None
         info = json.loads(zf.read("PEX-INFO"))
     assert info["inject_env"] == {"FOO": "bar"} and info["inject_args"] == ["x"]
     assert info["interpreter_constraints"] == [">=3.9"]
-    assert sorted(info["distributions"]) == sorted(l.wheel_filename for l in env["layers"])
+    assert sorted(info["distributions"]) == sorted(layer.wheel_filename for layer in env["layers"])
 
     bad = ["--wheel", f"{greet}={'0' * 64}", "--output", str(tmp_path / "bad.pex"), "--cache-dir", str(env["cache"])]
     assert pack_cli.main(bad) == 2

@@ -99,6 +99,19 @@ def ensure_buildgrid() -> Path:
         return bgd
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: SIGTERM it when the test process dies (Linux), so a
+    killed test run never leaves a BuildGrid server behind."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux, or no prctl: stop() is then the only cleanup
+        pass
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
@@ -179,6 +192,7 @@ class BuildGridServer:
                 env=_isolated_env(),
                 cwd=self.workdir,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
             log.close()
             deadline = time.monotonic() + timeout
@@ -222,7 +236,12 @@ def buildgrid(workdir: Path, instance: str = "fastpex-ci") -> Iterator[BuildGrid
         yield server
 
 
-if __name__ == "__main__":  # `python tests/e2e/buildgrid_server.py DIR`: run one by hand
+if __name__ == "__main__":
+    # `python3 tests/e2e/buildgrid_server.py --install`: build the cached venv (e.g. in CI setup);
+    # `python3 tests/e2e/buildgrid_server.py DIR`: run a loopback server by hand until Ctrl-C.
+    if sys.argv[1:] == ["--install"]:
+        print(ensure_buildgrid())
+        sys.exit(0)
     with buildgrid(Path(sys.argv[1] if len(sys.argv) > 1 else "bgd-work")) as server:
         print(f"BuildGrid on {server.address}, instance {server.instance!r}; Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):

@@ -77,8 +77,26 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
         path.write_text(textwrap.dedent(content).lstrip())
 
 
-def write_repo(root: Path, index: IndexServer, *, global_toml: str = "") -> None:
-    """A repo with two fastpex apps. `global_toml` is appended to its `[GLOBAL]` section."""
+def snapshot_plugin(dest: Path) -> Path:
+    """A private copy of this checkout's `src/python/fastpex` (a `pythonpath` entry for Pants).
+
+    The plugin ships its core's files into every fastpex process, so they are part of every
+    fastpex cache key: a test comparing cache keys across runs must not see the checkout
+    change under it (e.g. while someone edits it).
+    """
+    shutil.copytree(
+        REPO_ROOT / "src" / "python" / "fastpex",
+        dest / "fastpex",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return dest
+
+
+def write_repo(
+    root: Path, index: IndexServer, *, global_toml: str = "", plugin_path: Optional[Path] = None
+) -> None:
+    """A repo with fastpex apps. `global_toml` is appended to its `[GLOBAL]` section;
+    `plugin_path` replaces this checkout's `src/python` on Pants' `pythonpath`."""
     global_extra = textwrap.indent(textwrap.dedent(global_toml).strip(), " " * 16)
     write_files(
         root,
@@ -86,7 +104,7 @@ def write_repo(root: Path, index: IndexServer, *, global_toml: str = "") -> None
             "pants.toml": f"""
                 [GLOBAL]
                 pants_version = "2.17.1"
-                pythonpath = ["{REPO_ROOT / 'src' / 'python'}"]
+                pythonpath = ["{plugin_path or REPO_ROOT / 'src' / 'python'}"]
                 backend_packages = ["pants.backend.python", "fastpex.pants"]
                 pantsd = false
 {global_extra}
@@ -157,14 +175,16 @@ class Caches:
     """Every local cache one `pants` run may use, under one directory."""
 
     root: Path
+    store_dir: Optional[Path] = None  # default <root>/lmdb_store
+    named_dir: Optional[Path] = None  # default <root>/named_caches
 
     @property
     def store(self) -> Path:
-        return self.root / "lmdb_store"
+        return self.store_dir or self.root / "lmdb_store"
 
     @property
     def named(self) -> Path:
-        return self.root / "named_caches"
+        return self.named_dir or self.root / "named_caches"
 
     @property
     def fastpex(self) -> Path:
@@ -264,11 +284,15 @@ def stats_counters(stderr: str) -> Dict[str, int]:
     return {name: int(value) for name, value in _COUNTER.findall(block)}
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def artifacts_in(fastpex_cache: Path) -> List[Path]:
+    """The store's entries (`artifacts/v1/<sha256[:2]>/<sha256>`), without lock files."""
     root = fastpex_cache / "artifacts" / "v1"
     if not root.is_dir():
         return []
-    return [p for p in root.glob("??/*") if p.is_file()]
+    return [p for p in root.glob("??/*") if p.is_file() and _SHA256.match(p.name)]
 
 
 def check_fastpex_cache(fastpex_cache: Path, expected_wheels: Sequence[str] = ()) -> Dict[str, int]:
@@ -280,12 +304,9 @@ def check_fastpex_cache(fastpex_cache: Path, expected_wheels: Sequence[str] = ()
       and there is exactly one layer per wheel (no lost or duplicated layer).
     """
     problems: List[str] = []
-    leftovers = [
-        p
-        for p in fastpex_cache.rglob("*")
-        if p.name.endswith((".tmp", ".part")) or ".tmp." in p.name
-    ]
-    problems += [f"leftover temp/partial file: {p}" for p in leftovers]
+    for p in fastpex_cache.rglob("*"):
+        if p.name.endswith((".tmp", ".work", ".part")) or (p.parent.name == "partial" and p.name.endswith(".json")):
+            problems.append(f"leftover temp/partial file: {p}")
 
     artifacts = artifacts_in(fastpex_cache)
     for path in artifacts:
@@ -293,9 +314,16 @@ def check_fastpex_cache(fastpex_cache: Path, expected_wheels: Sequence[str] = ()
             problems.append(f"artifact outside its prefix dir: {path}")
         if sha256_path(path) != path.name:
             problems.append(f"artifact content does not match its name: {path}")
+    store = fastpex_cache / "artifacts" / "v1"
+    if store.is_dir():
+        for p in store.glob("??/*"):
+            if not _SHA256.match(p.name) and not p.name.endswith(".lck"):
+                problems.append(f"unexpected file in the artifact store: {p}")
 
-    layers_root = fastpex_cache / "layers" / "v1"
-    layers = [p for p in layers_root.iterdir() if p.is_dir()] if layers_root.is_dir() else []
+    # Layer dirs are named by their 64-hex key (found at any depth under layers/, so the check
+    # does not depend on how the layer cache root is nested).
+    layers_root = fastpex_cache / "layers"
+    layers = [p for p in layers_root.rglob("*") if p.is_dir() and _SHA256.match(p.name)] if layers_root.is_dir() else []
     wheels_seen: Dict[str, int] = {}
     for layer in layers:
         manifest_path = layer / "manifest.json"
@@ -320,10 +348,3 @@ def check_fastpex_cache(fastpex_cache: Path, expected_wheels: Sequence[str] = ()
             problems.append(f"no layer for {wheel}")
     assert not problems, "fastpex cache is not intact:\n" + "\n".join(problems)
     return {"artifacts": len(artifacts), "layers": len(layers)}
-
-
-def pants_version_ok() -> Optional[str]:
-    """None if the launcher exists, else why the Pants tests can't run."""
-    if not LAUNCHER.exists():
-        return f"no launcher at {LAUNCHER}"
-    return None

@@ -80,6 +80,9 @@ def test_builds_a_runnable_pex_with_only_what_the_requirement_needs(tmp_path: Pa
     run = subprocess.run([_python(), str(out)], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PEX_ROOT=str(tmp_path / "pex_root")))
     assert run.stdout == "<hello pex>\n"
+    # Layers live directly under the versioned layers directory (and so are found next time).
+    layer_dirs = [p for p in (cache / "layers" / "v1").iterdir() if p.is_dir()]
+    assert layer_dirs and all((p / "layer.frag").is_file() for p in layer_dirs), layer_dirs
 
     # Identical inputs, warm caches: byte-identical output and no artifact downloads.
     server.reset_log()

@@ -631,6 +631,8 @@ def build_layers(
     """
     inputs = [w if isinstance(w, WheelInput) else WheelInput(os.fspath(w[0]), w[1]) for w in wheels]
     root = os.fspath(_layers_root(cache_root))
+    # `build_layer` takes the cache root (it finds the layers directory itself), not `root`.
+    given_root = os.fspath(cache_root) if cache_root is not None else None
     results: List[Optional[Layer]] = []
     missing: List[int] = []
     for i, wheel in enumerate(inputs):
@@ -643,13 +645,14 @@ def build_layers(
     if len(missing) > 1 and jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(missing))) as pool:
             futures = {
-                i: pool.submit(_build_layer_job, (inputs[i], root, compress_level)) for i in missing
+                i: pool.submit(_build_layer_job, (inputs[i], given_root, compress_level))
+                for i in missing
             }
             for i, future in futures.items():
                 results[i] = future.result()
     else:
         for i in missing:
-            results[i] = build_layer(inputs[i], cache_root=root, compress_level=compress_level)
+            results[i] = build_layer(inputs[i], cache_root=given_root, compress_level=compress_level)
     return [layer for layer in results if layer is not None]
 
 

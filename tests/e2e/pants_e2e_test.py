@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
@@ -19,17 +18,7 @@ import pytest
 
 from fastpex.testing.index_server import IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel
-
-REPO_ROOT = Path(os.environ.get("FASTPEX_REPO_ROOT", Path(__file__).resolve().parents[2]))
-LAUNCHER = REPO_ROOT / "pants"
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
-
-
-def _python311() -> str:
-    for candidate in (os.environ.get("FASTPEX_TEST_PYTHON311"), PY311, "python3.11"):
-        if candidate and (Path(candidate).exists() or candidate == "python3.11"):
-            return candidate
-    raise AssertionError("no CPython 3.11 to run the built PEX with")
+from e2e.scratch_repo import LAUNCHER, pants_toml, python311, write_files
 
 
 @pytest.fixture(scope="module")
@@ -58,56 +47,15 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexServer]:
         yield server
 
 
-def _write(root: Path, files: dict) -> None:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(content).lstrip())
-
-
 def _make_repo(root: Path, index: IndexServer, requirements: Sequence[str] = ("greet>=1",)) -> None:
     reqs = "\n".join(
         f'python_requirement(name="r{i}", requirements=["{r}"], resolve="app")'
         for i, r in enumerate(requirements)
     )
-    _write(
+    write_files(
         root,
         {
-            "pants.toml": f"""
-                [GLOBAL]
-                pants_version = "2.17.1"
-                pythonpath = ["{REPO_ROOT / 'src' / 'python'}"]
-                backend_packages = ["pants.backend.python", "fastpex.pants"]
-                pantsd = false
-
-                [anonymous-telemetry]
-                enabled = false
-
-                [source]
-                root_patterns = ["/src"]
-
-                [python]
-                interpreter_constraints = ["CPython==3.11.*"]
-                enable_resolves = true
-                pip_version = "latest"
-                default_resolve = "app"
-
-                [python.resolves]
-                app = "3rdparty/app.lock"
-
-                [python-repos]
-                # Pants' own tools (pytest) come from PyPI; the app's requirements are locked
-                # from the loopback index only.
-                indexes = ["{index.simple_url}", "https://pypi.org/simple/"]
-
-                [python-bootstrap]
-                search_path = ["<PYENV>", "<PATH>"]
-
-                [fastpex]
-                resolves = ["app"]
-                indexes = ["{index.simple_url}"]
-                targets = ["linux_x86_64-cp311", "macosx_arm64-cp311"]
-            """,
+            "pants.toml": pants_toml(index, targets=("linux_x86_64-cp311", "macosx_arm64-cp311")),
             "3rdparty/BUILD": reqs + "\n",
             "src/app/__init__.py": "",
             "src/app/main.py": """
@@ -201,13 +149,13 @@ def test_lock_then_stock_test_and_fastpex_package(tmp_path: Path, index: IndexSe
     env = dict(os.environ, PEX_ROOT=str(tmp_path / "pex_root"))
     for name in ("app.pex", "app-packed.pex"):
         pex = tmp_path / "dist" / "src.app" / name
-        run = subprocess.run([_python311(), str(pex)], capture_output=True, text=True, env=env, check=True)
+        run = subprocess.run([python311(), str(pex)], capture_output=True, text=True, env=env, check=True)
         assert run.stdout == "*hello fastpex*\n", name
     assert (tmp_path / "dist" / "src.app" / "app-packed.pex").is_dir()
 
     # PEX_TOOLS work on the zipapp.
     info = subprocess.run(
-        [_python311(), str(tmp_path / "dist" / "src.app" / "app.pex"), "info"],
+        [python311(), str(tmp_path / "dist" / "src.app" / "app.pex"), "info"],
         capture_output=True, text=True, env=dict(env, PEX_TOOLS="1"), check=True,
     )
     assert json.loads(info.stdout)["entry_point"] == "app.main:main"

@@ -92,16 +92,18 @@ def snapshot_plugin(dest: Path) -> Path:
     return dest
 
 
-def write_repo(
-    root: Path, index: IndexServer, *, global_toml: str = "", plugin_path: Optional[Path] = None
-) -> None:
-    """A repo with fastpex apps. `global_toml` is appended to its `[GLOBAL]` section;
-    `plugin_path` replaces this checkout's `src/python` on Pants' `pythonpath`."""
+def pants_toml(
+    index: IndexServer,
+    *,
+    targets: Sequence[str] = ("linux_x86_64-cp311",),
+    global_toml: str = "",
+    plugin_path: Optional[Path] = None,
+) -> str:
+    """A pants.toml that enables this checkout's fastpex (or `plugin_path`'s copy of it) on a
+    resolve `app` locked from `index` for `targets`; Pants' own tools come from PyPI."""
     global_extra = textwrap.indent(textwrap.dedent(global_toml).strip(), " " * 16)
-    write_files(
-        root,
-        {
-            "pants.toml": f"""
+    target_list = ", ".join(f'"{t}"' for t in targets)
+    return f"""
                 [GLOBAL]
                 pants_version = "2.17.1"
                 pythonpath = ["{plugin_path or REPO_ROOT / 'src' / 'python'}"]
@@ -133,8 +135,19 @@ def write_repo(
                 [fastpex]
                 resolves = ["app"]
                 indexes = ["{index.simple_url}"]
-                targets = ["linux_x86_64-cp311"]
-            """,
+                targets = [{target_list}]
+            """
+
+
+def write_repo(
+    root: Path, index: IndexServer, *, global_toml: str = "", plugin_path: Optional[Path] = None
+) -> None:
+    """A repo with fastpex apps. `global_toml` is appended to its `[GLOBAL]` section;
+    `plugin_path` replaces this checkout's `src/python` on Pants' `pythonpath`."""
+    write_files(
+        root,
+        {
+            "pants.toml": pants_toml(index, global_toml=global_toml, plugin_path=plugin_path),
             "3rdparty/BUILD": """
                 python_requirement(name="greet", requirements=["greet>=1"], resolve="app")
                 python_requirement(name="colorize", requirements=["colorize>=2"], resolve="app")

@@ -264,3 +264,35 @@ def test_errors_survive_process_pools(tmp_path: Path, wheel: Path) -> None:
     with pytest.raises(HashMismatchError) as excinfo:
         build_layers([(wheel, "1" * 64), (other, _sha(other))], cache_root=tmp_path / "c", jobs=2)
     assert excinfo.value.wheel == wheel.name
+
+
+def test_unchanged_members_keep_the_wheels_compressed_bytes(tmp_path: Path, monkeypatch) -> None:
+    """Building a layer deflates only what pex rewrote (RECORD, INSTALLER...), not the code:
+    the wheel's own compressed bytes are copied into the fragment."""
+    files = {f"big/mod{i}.py": (f"# module {i}\n" + "x = 1\n" * 2000).encode() for i in range(20)}
+    whl = build_wheel(tmp_path, "big", "1.0", files=files)
+    deflaters = []
+    real = zipfrag._deflater
+
+    def counting(level):  # type: ignore[no-untyped-def]
+        deflaters.append(level)
+        return real(level)
+
+    monkeypatch.setattr(zipfrag, "_deflater", counting)
+    layer = build_layer(whl, _sha(whl), cache_root=tmp_path / "cache")
+    assert len(deflaters) < 5, deflaters  # 21 files in the wheel, a handful rewritten
+
+    frag = Path(layer.fragment_path).read_bytes()
+    with zipfile.ZipFile(whl) as zf:
+        info = zf.getinfo("big/mod7.py")
+        with open(whl, "rb") as raw:
+            raw.seek(info.header_offset + 26)
+            name_len, extra_len = int.from_bytes(raw.read(2), "little"), int.from_bytes(raw.read(2), "little")
+            raw.seek(info.header_offset + 30 + name_len + extra_len)
+            compressed = raw.read(info.compress_size)
+    assert compressed in frag
+    # And the layer still reads back as the installed files.
+    out = tmp_path / "layer.zip"
+    zipfrag.fragment_to_zip(layer.fragment_path, str(out))
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read(f".deps/{whl.name}/big/mod7.py") == files["big/mod7.py"]

@@ -109,14 +109,33 @@ class DuplicateEntryError(FragmentError):
 
 
 @dataclass(frozen=True)
+class Precompressed:
+    """An entry's already-compressed bytes inside another zip (e.g. the wheel it came from):
+    `compressed_size` bytes at `offset` of `zip_path`, with the method, CRC and sizes they were
+    made with."""
+
+    zip_path: str
+    offset: int
+    method: int
+    crc32: int
+    compressed_size: int
+    file_size: int
+
+
+@dataclass(frozen=True)
 class SourceEntry:
-    """An entry to compress into a fragment: a directory (name ends in "/"), bytes or a file."""
+    """An entry to compress into a fragment: a directory (name ends in "/"), bytes or a file.
+
+    With `precompressed`, its bytes are copied as they are instead of being compressed again
+    (the content is the file at `path`, which the caller has checked against the CRC).
+    """
 
     name: str
     data: Optional[bytes] = None
     path: Optional[str] = None
     executable: bool = False
     compress: bool = True
+    precompressed: Optional[Precompressed] = None
 
     @property
     def is_dir(self) -> bool:
@@ -291,6 +310,9 @@ def _write_source(
         out.write(_local_header(entry, name_bytes) + name_bytes)
         return entry
 
+    if source.precompressed is not None:
+        return _write_precompressed(out, source.precompressed, name_bytes, base)
+
     size = len(source.data) if source.data is not None else None
     if size is None:
         if source.path is None:
@@ -370,6 +392,33 @@ def _write_source(
     seekable.seek(offset)
     seekable.write(_local_header(entry, name_bytes))
     seekable.seek(end)
+    return entry
+
+
+def _write_precompressed(
+    out: "_Writer", pre: Precompressed, name_bytes: bytes, base: Dict[str, object]
+) -> FragmentEntry:
+    """A raw copy of compressed bytes from another zip: no inflate, no deflate."""
+    if pre.method not in (ZIP_STORED, ZIP_DEFLATED):
+        raise FragmentError(f"Entry {base['name']!r}: compression method {pre.method} is not supported.")
+    entry = FragmentEntry(
+        method=pre.method,
+        crc32=pre.crc32,
+        compressed_size=pre.compressed_size,
+        file_size=pre.file_size,
+        extract_version=_VERSION_ZIP64 if pre.file_size > _ZIP64_LOCAL_THRESHOLD else 20,
+        **base,  # type: ignore[arg-type]
+    )
+    out.write(_local_header(entry, name_bytes) + name_bytes)
+    remaining = pre.compressed_size
+    with open(pre.zip_path, "rb") as fp:
+        fp.seek(pre.offset)
+        while remaining > 0:
+            chunk = fp.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise FragmentError(f"{pre.zip_path} ended inside the data of {base['name']!r}.")
+            remaining -= len(chunk)
+            out.write(chunk)
     return entry
 
 

@@ -126,11 +126,15 @@ def write_pants_repo(root: Path, with_fastpex: bool) -> None:
 
 
 def pants_argv(caches: Path) -> List[str]:
+    # pex 2.100.7 under Pants 2.17 keeps build-time caches in ~/.cache/pex, outside the named
+    # caches: a fresh HOME for Pants' processes makes "cold" cold for pex too.
+    (caches / "home").mkdir(parents=True, exist_ok=True)
     return [
         str(REPO_ROOT / "pants"),
         "--no-pantsd",
         f"--named-caches-dir={caches / 'named'}",
         f"--local-store-dir={caches / 'store'}",
+        f'--subprocess-environment-env-vars=+["HOME={caches / "home"}"]',
         "generate-lockfiles",
         "--resolve=ml-core",
     ]
@@ -176,6 +180,19 @@ def diff(fp: Dict[str, str], uv: Dict[str, str]) -> List[str]:
         if a != b:
             out.append(f"{name}: fastpex {a or '(absent)'} / uv {b or '(absent)'}")
     return out
+
+
+def union_versions(lock: dict) -> Dict[str, str]:
+    """project -> sorted versions over every locked resolve (fastpex locks and pex locks alike)."""
+    out: Dict[str, set] = {}
+    for resolve in lock["locked_resolves"]:
+        for req in resolve["locked_requirements"]:
+            out.setdefault(norm(req["project_name"]), set()).add(req["version"])
+    return {k: ",".join(sorted(v)) for k, v in out.items()}
+
+
+def diff_sets(a: Dict[str, str], b: Dict[str, str]) -> List[str]:
+    return [f"{n}: fastpex {a.get(n, '(absent)')} / builtin {b.get(n, '(absent)')}" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
 
 
 def main() -> int:
@@ -301,6 +318,10 @@ def main() -> int:
             return (lines[-1][:300] if lines else "").replace("|", "/")
         diffs_rows.append(["linux_x86_64-cp39", "fastpex exit %d" % r39.returncode, "uv exit %d" % r39uv.returncode,
                            f"fastpex: {last_error(r39)} — uv: {last_error(r39uv)}"])
+    stock_lock = work / "pants-stock-repo" / "3rdparty" / "ml-core.lock"
+    if stock_lock.exists():
+        diffs_rows.append(["all 6 targets (union)", str(len(union_versions(lock))), "Pants builtin lock: " + str(len(union_versions(read_lock(stock_lock)))),
+                           "; ".join(diff_sets(union_versions(lock), union_versions(read_lock(stock_lock)))) or "identical to the Pants builtin (pex universal) lock"])
     report.add_raw_table("Selected versions: fastpex lock vs `uv pip compile --python-platform P --python-version 3.X` (same index, same day)",
                          ["target", "fastpex pins", "uv pins", "differences"], diffs_rows)
 

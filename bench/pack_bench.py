@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -90,7 +92,7 @@ if __name__ == "__main__":
 """
 
 
-def write_repo(root: Path, ml_lock: Path, small_lock: Path) -> None:
+def write_repo(root: Path, ml_lock: Path, small_lock: Path, src: Path = SRC) -> None:
     rmtree(root)
     (root / "3rdparty").mkdir(parents=True)
     shutil.copy(ml_lock, root / "3rdparty" / "ml-core.lock")
@@ -98,7 +100,7 @@ def write_repo(root: Path, ml_lock: Path, small_lock: Path) -> None:
     (root / "pants.toml").write_text(textwrap.dedent(f"""\
         [GLOBAL]
         pants_version = "2.17.1"
-        pythonpath = ["{SRC}"]
+        pythonpath = ["{src}"]
         backend_packages = ["pants.backend.python", "fastpex.pants"]
         pantsd = false
 
@@ -135,8 +137,8 @@ def write_repo(root: Path, ml_lock: Path, small_lock: Path) -> None:
     (app / "main.py").write_text(MAIN_APP)
     (app / "BUILD").write_text(textwrap.dedent("""\
         python_sources(name="lib", resolve="ml-core")
-        pex_binary(name="builtin-zipapp", entry_point="app.main:main", resolve="ml-core", layout="zipapp")
-        pex_binary(name="builtin-packed", entry_point="app.main:main", resolve="ml-core", layout="packed")
+        pex_binary(name="builtin-zipapp", entry_point="app.main:main", resolve="ml-core", layout="zipapp", interpreter_constraints=["CPython==3.11.*"])
+        pex_binary(name="builtin-packed", entry_point="app.main:main", resolve="ml-core", layout="packed", interpreter_constraints=["CPython==3.11.*"])
         fastpex_binary(name="fastpex-zipapp", entry_point="app.main:main", resolve="ml-core", targets=["linux_x86_64-cp311"], layout="zipapp")
         fastpex_binary(name="fastpex-packed", entry_point="app.main:main", resolve="ml-core", targets=["linux_x86_64-cp311"], layout="packed")
         """))
@@ -146,7 +148,7 @@ def write_repo(root: Path, ml_lock: Path, small_lock: Path) -> None:
     (small / "main.py").write_text(MAIN_SMALL)
     (small / "BUILD").write_text(textwrap.dedent("""\
         python_sources(name="lib", resolve="small")
-        pex_binary(name="small-builtin", entry_point="small.main:main", resolve="small")
+        pex_binary(name="small-builtin", entry_point="small.main:main", resolve="small", interpreter_constraints=["CPython==3.11.*"])
         fastpex_binary(name="small-fastpex", entry_point="small.main:main", resolve="small", targets=["linux_x86_64-cp311"])
         """))
 
@@ -164,8 +166,13 @@ def run_variant(args, repo: Path, variant: str, results: Dict[str, dict]) -> Non
     logs = args.work / "logs"
     env = clean_env()
     address = f"src/{app}:{target}"
+    # Pants 2.17 + pex 2.100.7: pex keeps its build-time caches (downloads, pip) under ~/.cache/pex,
+    # not under the named cache, so a fresh HOME for Pants' processes is part of "empty caches".
+    home = caches / "home"
+    home.mkdir(parents=True)
     argv = [str(REPO_ROOT / "pants"), "--no-pantsd", f"--named-caches-dir={caches / 'named'}",
-            f"--local-store-dir={caches / 'store'}", "package", address]
+            f"--local-store-dir={caches / 'store'}", f'--subprocess-environment-env-vars=+["HOME={home}"]',
+            "package", address]
     out = repo / "dist" / f"src.{app}" / f"{target}.pex"
     rmtree(out)
     res: dict = {"target": address, "command": " ".join(argv)}
@@ -216,6 +223,9 @@ def get(results, variant, key, field="wall") -> Optional[float]:
 
 def build_report(args, results: Dict[str, dict]) -> None:
     report = Report("pack_bench", "Pack: app importing torch + transformers (ml-core lock), linux x86_64 / CPython 3.11")
+    commit_file = args.work / "src-snapshot" / "COMMIT"
+    if commit_file.exists():
+        report.add_text(f"fastpex sources used by Pants: `git archive` of commit {commit_file.read_text().strip()} (frozen for the whole run).")
     rows = []
     for variant, res in results.items():
         def cell(key, field="wall"):
@@ -279,6 +289,16 @@ def main() -> int:
         build_report(args, results)
         return 0
 
+    # Freeze the fastpex sources: others edit src/python while this runs, and any change to the
+    # backend's sources changes the tool PEX and so invalidates Pants' process cache mid-benchmark.
+    src = args.work / "src-snapshot" / "src" / "python"
+    if not src.exists():
+        (args.work / "src-snapshot").mkdir(parents=True, exist_ok=True)
+        subprocess.run(f"git -C {shlex.quote(str(REPO_ROOT))} archive HEAD src/python | tar -x -C {shlex.quote(str(args.work / 'src-snapshot'))}",
+                       shell=True, check=True)
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        (args.work / "src-snapshot" / "COMMIT").write_text(commit + "\n")
+    print(f"fastpex sources: {src} (git archive of commit {(args.work / 'src-snapshot' / 'COMMIT').read_text().strip()})", flush=True)
     repo = args.work / "repo"
     if not (repo / "pants.toml").exists():
         small_lock = args.work / "small.lock"
@@ -286,8 +306,8 @@ def main() -> int:
             measure("lock-humanize", [args.python, "-m", "fastpex", "lock", "--resolve", "small", "--requirement", "humanize",
                                       "--target", "linux_x86_64-cp311", "--index", INDEX, "--interpreter-constraint", IC, "--manylinux", "manylinux2014",
                                       "--output", small_lock, "--cache-dir", args.work / "fastpex-lock-cache"],
-                    cwd=SRC, log_dir=args.work / "logs")
-        write_repo(repo, args.lock, small_lock)
+                    cwd=src, log_dir=args.work / "logs")
+        write_repo(repo, args.lock, small_lock, src)
     for variant in args.variants:
         print(f"\n===== {variant}  ({time.strftime('%H:%M:%S')})", flush=True)
         run_variant(args, repo, variant, results)

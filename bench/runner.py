@@ -24,7 +24,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-SRC = REPO_ROOT / "src" / "python"
+# The fastpex sources the benchmarks run. Others edit src/python while benchmarks run: point
+# FASTPEX_BENCH_SRC at a frozen copy (`git archive HEAD src/python | tar -x -C DIR`) to pin them.
+SRC = Path(os.environ.get("FASTPEX_BENCH_SRC") or REPO_ROOT / "src" / "python")
 RESULTS_DIR = BENCH_DIR / "results"
 
 # Interfaces that mirror real traffic (traffic-shaping ifb devices) or are local.
@@ -146,7 +148,11 @@ def dir_size(path: Path) -> int:
 
 
 def rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a directory tree or a file, if present."""
+    if path.is_file() or path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -239,7 +245,7 @@ class Report:
                 f"- command: `{cmd}` (cwd `{os.getcwd()}`)",
                 f"- date: {self.started} (finished {_dt.datetime.now(_dt.timezone.utc).strftime('%H:%M UTC')})",
                 f"- machine: {machine()}",
-                f"- fastpex: {git_head()}",
+                f"- fastpex: {git_head()}; sources run: `{SRC}`",
                 "- bytes = rx_bytes of all non-loopback interfaces during the step (whole machine)",
                 *self.sections,
             ]

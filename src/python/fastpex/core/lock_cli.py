@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     hdr = p.add_argument_group("Pants lockfile header (must match the Pants resolve's settings)")
     hdr.add_argument("--header-requirement", action="append", default=None, metavar="REQ", help="generated_with_requirements (default: the requirements)")
     hdr.add_argument("--header-interpreter-constraint", action="append", default=None, metavar="IC", help="valid_for_interpreter_constraints (default: --interpreter-constraint)")
-    hdr.add_argument("--manylinux", metavar="TAG", help="the resolve's [python].resolves_to_... manylinux setting")
+    hdr.add_argument("--manylinux", metavar="TAG", default="manylinux2014", help="the header's manylinux: Pants' `[python].resolver_manylinux` (default manylinux2014, Pants' default; `none` for null)")
     hdr.add_argument("--header-constraint", action="append", default=[], metavar="REQ", help="requirement_constraints")
     hdr.add_argument("--header-only-binary", action="append", default=[], metavar="PROJECT", help="only_binary")
     hdr.add_argument("--header-no-binary", action="append", default=[], metavar="PROJECT", help="no_binary")
@@ -290,7 +290,7 @@ def _run(argv: Sequence[str]) -> int:
         regenerate_command=args.regenerate_command,
         interpreter_constraints=tuple(args.header_interpreter_constraint) if args.header_interpreter_constraint else None,
         requirements=tuple(args.header_requirement) if args.header_requirement else None,
-        manylinux=args.manylinux,
+        manylinux=None if args.manylinux in ("", "none", "None") else args.manylinux,
         requirement_constraints=tuple(args.header_constraint),
         only_binary=tuple(args.header_only_binary),
         no_binary=tuple(args.header_no_binary),

@@ -96,6 +96,18 @@ class HashMismatchError(FetchError):
         )
 
 
+def _mismatch(artifact: Artifact, e: StoreHashMismatchError) -> HashMismatchError:
+    """The store's refusal of a download, as the fetch error that names the URL."""
+    return HashMismatchError(
+        artifact.url,
+        artifact.filename,
+        artifact.sha256,
+        e.actual,
+        expected_size=artifact.size,
+        actual_size=e.actual_size,
+    )
+
+
 class DownloadError(FetchError):
     """A download failed for good: a permanent HTTP error, or transient errors past the retries."""
 
@@ -406,14 +418,7 @@ class _Downloader:
         try:
             path = self.store.add_file(artifact, source)
         except StoreHashMismatchError as e:
-            raise HashMismatchError(
-                artifact.url,
-                artifact.filename,
-                artifact.sha256,
-                e.actual,
-                expected_size=artifact.size,
-                actual_size=e.actual_size,
-            ) from None
+            raise _mismatch(artifact, e) from None
         self.reporter.bytes_received(artifact, source.stat().st_size)
         self.reporter.artifact_finished(artifact, cached=False)
         return FetchedArtifact(artifact, str(path))
@@ -563,14 +568,7 @@ class _Downloader:
         try:
             return self.store.commit_partial(artifact, actual)
         except StoreHashMismatchError as e:  # size disagreed
-            raise HashMismatchError(
-                artifact.url,
-                artifact.filename,
-                artifact.sha256,
-                e.actual,
-                expected_size=artifact.size,
-                actual_size=e.actual_size,
-            ) from None
+            raise _mismatch(artifact, e) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -1383,9 +1383,10 @@ _FilesByVersion = Dict[Optional[str], List[ProjectFileLike]]
 
 def _files_by_version(source: PackageSource, name: str, target: Target) -> _FilesByVersion:
     """A project's files for a target grouped by version (pages list thousands of files, and
-    every locked version of the project looks at them)."""
-    memo: Dict[Tuple[int, str, str], _FilesByVersion] = _files_by_version.memo  # type: ignore[attr-defined]
-    key = (id(source), name, target.name)
+    every locked version of the project looks at them). Memoized on the source: its pages do
+    not change while it lives."""
+    memo: Dict[Tuple[str, str], _FilesByVersion] = source.__dict__.setdefault("_files_by_version", {})
+    key = (name, target.name)
     grouped = memo.get(key)
     if grouped is None:
         grouped = {}
@@ -1393,9 +1394,6 @@ def _files_by_version(source: PackageSource, name: str, target: Target) -> _File
             grouped.setdefault(_file_version(f.filename), []).append(f)
         memo[key] = grouped
     return grouped
-
-
-_files_by_version.memo = {}  # type: ignore[attr-defined]
 
 
 def _artifacts_for(

@@ -51,8 +51,7 @@ def pip_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     if mine.stdout.startswith(f"pip {PIP_VERSION} "):
         return sys.executable
     base = _python_for_pip()
-    if base is None:
-        pytest.skip(f"pip {PIP_VERSION} needs a Python >= 3.10 and none was found")
+    assert base is not None, f"pip {PIP_VERSION} needs a Python >= 3.10 and none was found"
     venv = tmp_path_factory.mktemp("pip") / "venv"
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -305,8 +304,7 @@ def test_html_only_index_with_a_cutoff_keeps_undated_files_and_warns_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """pypiserver serves PEP 503 HTML only: no upload times, relative links, `#sha256=`."""
-    if not pypiserver_available():
-        pytest.skip("pypiserver is not installed")
+    assert pypiserver_available(), "pypiserver is not installed (it is in the test resolve)"
     dists = tmp_path / "dists"
     wheel = build_wheel(dists, "dep", "1.0", requires_dist=["six"], file_size_padding=1_000_000)
     build_wheel(dists, "other", "1.5")

@@ -29,6 +29,7 @@ class CacheKind(enum.Enum):
     BOOTSTRAP = ("bootstrap", 1, "PEX bootstrap fragments keyed by pex version")
     TOOLS = ("tools", 1, "pinned tool installs (pip) used by the resolver")
     RESOLUTIONS = ("resolutions", 1, "pip reports keyed by pip's inputs, valid while its pages are")
+    LOCKS = ("locks", 1, "finished locks keyed by every input, valid while the pages they read are")
 
     def __init__(self, dirname: str, version: int, description: str) -> None:
         self.dirname = dirname

@@ -196,6 +196,7 @@ class ProjectPage:
     files: Tuple[ProjectFile, ...]
     api_version: Optional[str] = None
     versions: Optional[Tuple[str, ...]] = None  # PEP 700, JSON pages only
+    body_sha256: Optional[str] = None  # of the raw response body: "is the page unchanged?"
 
 
 def project_url(index_url: str, project: str) -> str:
@@ -439,6 +440,22 @@ class IndexClient:
         `index_url` may carry credentials; they are used on the wire only. Any other failure
         raises `IndexUnreachableError` naming the redacted URL.
         """
+        fetched = self._body(index_url, project)
+        if fetched is None:
+            return None
+        body, content_type, final_url = fetched
+        page = parse_project_page(body, content_type, final_url, project)
+        page = replace(page, body_sha256=hashlib.sha256(body).hexdigest())
+        logger.debug("%s: %d files", redact(project_url(index_url, project)), len(page.files))
+        return page
+
+    def page_digest(self, index_url: str, project: str) -> str:
+        """sha256 of the project's raw page (`ProjectPage.body_sha256`), or "absent" (404/410):
+        tells whether a page changed without parsing it. Errors as `project_page`."""
+        fetched = self._body(index_url, project)
+        return "absent" if fetched is None else hashlib.sha256(fetched[0]).hexdigest()
+
+    def _body(self, index_url: str, project: str) -> Optional[Tuple[bytes, Optional[str], str]]:
         url = project_url(index_url, project)
         try:
             response = self.http.get(url, headers={"Accept": SIMPLE_ACCEPT})
@@ -454,9 +471,7 @@ class IndexClient:
             body = response.read()
         except HttpError as e:
             raise IndexUnreachableError(url, str(e)) from e
-        page = parse_project_page(body, response.header("Content-Type"), response.url, project)
-        logger.debug("%s: %d files", redact(url), len(page.files))
-        return page
+        return body, response.header("Content-Type"), response.url
 
 
 # -- find-links ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import logging
 import re
 import sys
 import textwrap
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, List, NoReturn, Optional, Sequence, Tuple
@@ -95,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hint-lock", metavar="LOCKFILE", help="an earlier lock of this resolve whose projects' pages are fetched before pip asks for them (default: --output, if it exists); pins are not kept (see --existing-lock)")
     p.add_argument("--metadata-jobs", type=int, default=16, metavar="N", help="parallel metadata and page requests of the proxy (default 16)")
     p.add_argument("--no-proxy", action="store_true", help="let pip talk to the indexes directly (no metadata proxy)")
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="resolve even when the inputs and every index page the last identical lock read are "
+        "unchanged (by default that stored lock is written again, without running pip)",
+    )
     p.add_argument("--no-reconcile", action="store_true", help="keep each target's own versions (skip version alignment)")
     hdr = p.add_argument_group("Pants lockfile header (must match the Pants resolve's settings)")
     hdr.add_argument("--header-requirement", action="append", default=None, metavar="REQ", help="generated_with_requirements (default: the requirements)")
@@ -213,6 +220,11 @@ def _source(
             upload_cutoff=cutoff,
             cache_root=Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None,
             target_tags={proxy_target_name(t.name): tuple(t.supported_tags) for t in targets},  # type: ignore[attr-defined]
+            target_pythons={
+                proxy_target_name(t.name): t.marker_environment.get("python_full_version") or t.python_version  # type: ignore[attr-defined]
+                for t in targets
+            },
+            wheels_only=args.only_binary,
             workers=args.metadata_jobs,
         )
         proxy = MetadataProxy(config)
@@ -229,6 +241,66 @@ def _source(
         yield source
         if proxy.artifact_requests:
             logger.info("pip downloaded %d artifact(s) through the proxy", proxy.artifact_requests)
+
+
+_NOT_INPUTS = frozenset(
+    {
+        # where things go, how fast, how loud: none of it changes the lock
+        "output", "pylock_output", "cache_dir", "hint_lock", "verbose", "quiet", "jobs", "metadata_jobs", "no_reuse",
+        # replaced below by what they stand for
+        "pip", "requirement", "requirements_file", "index", "find_links", "existing_lock",
+    }
+)
+
+
+def _replay(
+    args: argparse.Namespace, requirements: Sequence[str], targets: Sequence[object], indexes: List[Tuple[str, str]], pip_version: Optional[str]
+) -> Tuple[Optional[object], dict]:
+    """The lock store for these inputs and the expanded index URLs to check its pages with;
+    (None, {}) when reuse is off or can't be trusted (no proxy: nothing records the pages)."""
+    from fastpex.core.replay import LockReplay
+    from fastpex.core.urls import expand_env, strip_credentials
+
+    if args.no_proxy or args.no_reuse:
+        return None, {}
+    try:
+        expanded = {name: expand_env(url) for name, url in indexes}
+    except KeyError:
+        return None, {}  # the proxy reports the missing variable
+    material = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_INPUTS}
+    listings = []
+    for directory in args.find_links:
+        root = Path(directory).expanduser()
+        try:
+            listings.append(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root) if e.is_file()))
+        except OSError:
+            return None, {}  # the resolve reports the missing directory
+    existing = None
+    if args.existing_lock:
+        import hashlib
+
+        existing = hashlib.sha256(Path(args.existing_lock).read_bytes()).hexdigest()
+    material.update(
+        requirements=list(requirements),
+        targets=[
+            {"name": t.name, "env": dict(t.marker_environment), "tags": list(t.supported_tags)}  # type: ignore[attr-defined]
+            for t in targets
+        ],
+        indexes=[[name, strip_credentials(expanded[name])] for name, _ in indexes],
+        find_links=listings,
+        existing_lock=existing,
+        pylock=bool(args.pylock_output),
+        pip=pip_version,
+    )
+    cache_root = Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None
+    return LockReplay(material, cache_root), expanded
+
+
+def _write_outputs(args: argparse.Namespace, lock_text: str, pylock_text: Optional[str]) -> None:
+    """pylock first, the lock last: the lock is what Pants reads, so it is the commit point."""
+    if pylock_text is not None and args.pylock_output:
+        write_text_atomically(args.pylock_output, pylock_text)
+    write_text_atomically(args.output, lock_text)
 
 
 def _run(argv: Sequence[str]) -> int:
@@ -273,6 +345,22 @@ def _run(argv: Sequence[str]) -> int:
         pip=pip,
         cache_root=cache_root,
     )
+    replay, expanded = _replay(args, requirements, targets, indexes, pip.version)
+    if replay is not None:
+        started = time.monotonic()
+        stored = replay.lookup(expanded, jobs=args.metadata_jobs)  # type: ignore[attr-defined]
+        if stored is not None:
+            _write_outputs(args, stored.lock_text, stored.pylock_text)
+            logger.info(
+                "inputs and all %d index pages unchanged since %s: wrote that lock again, without "
+                "resolving, in %.1f s -> %s (--no-reuse resolves anyway)",
+                stored.pages,
+                datetime.fromtimestamp(stored.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                time.monotonic() - started,
+                args.output,
+            )
+            return 0
+    pages: dict = {}
     with _source(args, indexes, targets, cutoff, requirements) as source:
         result = resolve(
             requirements,
@@ -286,6 +374,9 @@ def _run(argv: Sequence[str]) -> int:
             upload_cutoff=_iso(cutoff) if cutoff else None,
             reporter=logger.info,
         )
+        proxy = getattr(source, "proxy", None)
+        if proxy is not None:
+            pages = proxy.upstream_page_digests()
     header = PantsHeader(
         regenerate_command=args.regenerate_command,
         interpreter_constraints=tuple(args.header_interpreter_constraint) if args.header_interpreter_constraint else None,
@@ -298,9 +389,9 @@ def _run(argv: Sequence[str]) -> int:
     # Render everything before writing anything: an error leaves every output as it was.
     lock_text = dumps_lock(result.lock, header)
     pylock_text = pylock_toml(result.lock) if args.pylock_output else None
-    if pylock_text is not None:
-        write_text_atomically(args.pylock_output, pylock_text)
-    write_text_atomically(args.output, lock_text)
+    _write_outputs(args, lock_text, pylock_text)
+    if replay is not None:
+        replay.store(pages, lock_text, pylock_text)  # type: ignore[attr-defined]
     for note in result.notes:
         logger.info("%s", note)
     logger.info(

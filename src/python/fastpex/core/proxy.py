@@ -51,7 +51,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import Version
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from fastpex.core.http import HttpClient, HttpConfig, HttpError
 from fastpex.core.index import (
@@ -126,6 +127,11 @@ class ProxyConfig:
     # (`filter_pages`: pip's link evaluation over torch's ~1000 files costs seconds), and
     # serving a page prefetches the metadata of the file pip will most likely ask for next.
     target_tags: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    # The Python version (`python_full_version`) each target resolves for: with
+    # `filter_pages`, files whose Requires-Python excludes it are left off its pages too.
+    target_pythons: Mapping[str, str] = field(default_factory=dict)
+    # pip runs with `--only-binary=:all:`: pages leave sdists off, pip would skip them anyway.
+    wheels_only: bool = False
     filter_pages: bool = True
     prefetch_versions: int = 1
     # Follow the dependencies of every metadata file served or prefetched: fetch their pages
@@ -347,6 +353,22 @@ class MetadataProxy:
                 future.set_exception(e)
         return future.result()
 
+    def upstream_page_digests(self) -> Dict[str, Dict[str, str]]:
+        """index name -> project -> `IndexClient.page_digest` of every upstream page this proxy
+        has read so far: a superset of what a finished lock depends on (speculative reads
+        included; ones still in flight or failed were not used, so they are left out)."""
+        with self._lock:
+            pages = list(self._pages.items())
+        out: Dict[str, Dict[str, str]] = {}
+        for (index, project), future in pages:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            page = future.result()
+            digest = "absent" if page is None else page.body_sha256
+            if digest:
+                out.setdefault(index, {})[project] = digest
+        return {index: dict(sorted(projects.items())) for index, projects in sorted(out.items())}
+
     def page_files(self, target: str, project: str) -> Optional[List[ProjectFile]]:
         """The files of `project`'s page for `target` (routing, find-links, cut-off applied),
         or None when no source has the project."""
@@ -494,8 +516,11 @@ class MetadataProxy:
         return _html_page(name, entries)
 
     def _usable_by(self, target: str, files: Sequence[ProjectFile]) -> List[ProjectFile]:
-        """The files pip could pick for `target` (all, when its tags are unknown). `files_for`
-        still records every file, so a lock can list all artifacts of a version."""
+        """The files pip could pick for `target` (all, when its tags are unknown): wheels with
+        one of its tags, files whose Requires-Python admits its Python, sdists unless wheels
+        only. pip would skip every other link itself, but parsing and evaluating thousands of
+        them per page (torch, numpy) is most of its CPU time. `files_for` still records every
+        file, so a lock can list all artifacts of a version."""
         tags = self.config.target_tags.get(target)
         if not tags or not self.config.filter_pages:
             return list(files)
@@ -503,14 +528,18 @@ class MetadataProxy:
             wanted = self._tag_sets.get(target)
             if wanted is None:
                 wanted = self._tag_sets[target] = frozenset(tags)
+        python = self.config.target_pythons.get(target)
         usable = []
         for f in files:
-            if not f.is_wheel:
-                usable.append(f)
+            if f.is_wheel:
+                wheel_tags = _wheel_tags(f.filename)  # None: invalid name, which pip skips as well
+                if wheel_tags is None or wheel_tags.isdisjoint(wanted):
+                    continue
+            elif self.config.wheels_only:
                 continue
-            wheel_tags = _wheel_tags(f.filename)  # None: invalid name, which pip skips as well
-            if wheel_tags is not None and not wheel_tags.isdisjoint(wanted):
-                usable.append(f)
+            if python and f.requires_python and not _python_admitted(f.requires_python, python):
+                continue
+            usable.append(f)
         return usable
 
     def _maybe_prefetch(self, target: str, files: Sequence[ProjectFile]) -> None:
@@ -590,6 +619,15 @@ class MetadataProxy:
                 self._error_keys.add(key)
                 self._errors.append(error)
         logger.warning("%s", error)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _python_admitted(requires_python: str, python: str) -> bool:
+    """pip's own test (`check_requires_python`): an unparseable specifier admits everything."""
+    try:
+        return Version(python) in SpecifierSet(requires_python)
+    except (InvalidSpecifier, InvalidVersion):
+        return True
 
 
 @functools.lru_cache(maxsize=1 << 16)

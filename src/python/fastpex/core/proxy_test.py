@@ -360,6 +360,32 @@ def test_pages_list_only_wheels_the_target_can_use_but_all_files_are_recorded(di
             assert {f.filename for f in parse_json_page(body, response.url, "dep").files} == recorded
 
 
+def test_pages_leave_off_what_the_targets_python_or_wheels_only_excludes(dists: Path, tmp_path: Path) -> None:
+    build_wheel(dists, "dep", "3.0", requires_python=">=3.12")
+    build_wheel(dists, "dep", "2.5", requires_python=">=3.11.10")  # the patch level counts
+    build_sdist(dists, "dep", "2.0")
+    with IndexServer(dists) as server:
+        for wheels_only in (True, False):
+            config = ProxyConfig(
+                indexes=(IndexSpec("main", server.simple_url),),
+                cache_root=tmp_path / "cache",
+                target_tags={TARGET: ("py3-none-any",), "linux_x86_64-cp312": ("py3-none-any",)},
+                target_pythons={TARGET: "3.11.9", "linux_x86_64-cp312": "3.12.3"},
+                wheels_only=wheels_only,
+                speculate=False,
+            )
+            with MetadataProxy(config) as proxy:
+                response, body = _page(proxy, TARGET, "dep")
+                listed = {f.filename for f in parse_json_page(body, response.url, "dep").files}
+                expected = {"dep-1.0-py3-none-any.whl", "dep-2.0-py3-none-any.whl"}
+                assert listed == (expected if wheels_only else expected | {"dep-2.0.tar.gz"})
+                response, body = _page(proxy, "linux_x86_64-cp312", "dep")
+                listed = {f.filename for f in parse_json_page(body, response.url, "dep").files}
+                assert {"dep-3.0-py3-none-any.whl", "dep-2.5-py3-none-any.whl"} <= listed
+                # The lock still sees every file of the project.
+                assert "dep-3.0-py3-none-any.whl" in {f.filename for f in proxy.files_for("dep", TARGET)}
+
+
 def test_dependencies_are_fetched_before_pip_asks(dists: Path, tmp_path: Path) -> None:
     with IndexServer(dists) as server:
         config = ProxyConfig(indexes=(IndexSpec("main", server.simple_url),), cache_root=tmp_path / "cache")

@@ -1229,6 +1229,7 @@ def _reconcile(
     """
     by_name = {t.name: t for t in targets}
     agreed: Dict[str, Dict[str, str]] = {t.name: {} for t in targets}
+    _reconcile_at_once(runner, by_name, results, base_pins, agreed, notes)
     unresolvable: Set[str] = set()
     for _ in range(max(1, options.max_reconcile_rounds)):
         divergent = {p: v for p, v in _divergences(results).items() if p not in unresolvable}
@@ -1269,6 +1270,64 @@ def _reconcile(
         pairs = ", ".join(f"{t}: {v}" for t, v in per_target.items())
         notes.append(f"{project}: versions differ across targets because no single version resolves for all ({pairs})")
     return results, remaining
+
+
+def _reconcile_at_once(
+    runner: _Runner,
+    by_name: Mapping[str, Target],
+    results: Dict[str, TargetReport],
+    base_pins: Mapping[str, Mapping[str, str]],
+    agreed: Dict[str, Dict[str, str]],
+    notes: List[str],
+) -> None:
+    """One combined round before the project-by-project one: pick, for every divergent
+    project, the highest chosen version that has a usable file for every target, and re-resolve
+    each disagreeing target once with all those pins. Divergences usually share one cause (an
+    older Python that newer releases dropped), so this typically settles every project with one
+    pip run per mover instead of one per (project, mover). A target whose run fails or moves
+    some other project is left as it was; the project-by-project round takes over from there.
+    """
+    divergent = _divergences(results)
+    if len(divergent) < 2:
+        return  # nothing to batch: the per-project round costs the same
+    chosen: Dict[str, str] = {}
+    for project, per_target in divergent.items():
+        for version in sorted(set(per_target.values()), key=_version_key, reverse=True):
+            movers = [by_name[n] for n, v in per_target.items() if v != version]
+            if all(_version_possible(runner, project, version, t) for t in movers):
+                chosen[project] = version
+                break
+    if len(chosen) < 2:
+        return
+    pins_by_target: Dict[str, Dict[str, str]] = {}
+    for project, version in chosen.items():
+        for name, v in divergent[project].items():
+            if v != version:
+                pins_by_target.setdefault(name, {})[project] = version
+    jobs = []
+    for name in sorted(pins_by_target):
+        pins = dict(base_pins[name])
+        pins.update(pins_by_target[name])
+        jobs.append((by_name[name], pins))
+    accepted: Dict[str, TargetReport] = {}
+    for run in runner.run_many(jobs):
+        if not run.ok or run.report is None:
+            continue
+        versions = run.report.versions()
+        if all(versions.get(p) == v for p, v in pins_by_target[run.target.name].items()):
+            accepted[run.target.name] = run.report
+    settled = []
+    for project, version in sorted(chosen.items()):
+        movers = sorted(n for n, v in divergent[project].items() if v != version)
+        if all(n in accepted for n in movers):
+            settled.append((project, version, movers))
+    if not settled:
+        return
+    results.update(accepted)
+    for project, version, movers in settled:
+        for name in divergent[project]:
+            agreed[name][project] = version
+        notes.append(f"{project}: all targets use {version} (re-resolved {', '.join(movers)})")
 
 
 def _version_possible(runner: _Runner, project: str, version: str, target: Target) -> bool:

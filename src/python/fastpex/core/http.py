@@ -456,6 +456,61 @@ class Response:
         finally:
             self._finish(reusable=completed)
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Read up to `len(buffer)` body bytes into `buffer`; 0 once the body is complete.
+
+        The copy-free counterpart of `iter_chunks` for large streamed bodies: one call fills the
+        whole buffer with many socket reads in C (a TLS record is ~16 KiB, so per-record Python
+        work is what limits `iter_chunks`), and the caller hashes and writes that buffer in
+        place. Errors are those of `iter_chunks`: `HttpConnectionError` when the connection
+        breaks, the body ends short of its Content-Length, or the server is too slow; the bytes
+        of an interrupted call are not returned (resume from what you already wrote).
+        """
+        if self._raw is None:
+            return self._readinto_buffered(buffer)
+        self._consumed = True
+        raw = self._raw
+        # Paced before the read, so the bytes of a successful read are always handed over.
+        try:
+            self._check_pace(False)
+        except HttpConnectionError:
+            self._finish(reusable=False)
+            raise
+        try:
+            n = raw.readinto(buffer)
+        except (OSError, http.client.HTTPException) as e:
+            self._finish(reusable=False)
+            raise HttpConnectionError(self.url, f"the connection broke mid-body ({e!r})") from None
+        if n:
+            self._count(n)
+            return n
+        expected = self.content_length
+        if expected is not None and not self.header("Content-Encoding") and self.bytes_received < expected:
+            self._finish(reusable=False)
+            raise HttpConnectionError(
+                self.url, f"the body ended after {self.bytes_received} of {expected} bytes"
+            )
+        self._finish(reusable=True)
+        return 0
+
+    def _readinto_buffered(self, buffer: memoryview) -> int:
+        """`readinto` for a body read already (or a local file): served from `iter_chunks`."""
+        state = self.__dict__.setdefault("_into_state", [None, memoryview(b"")])
+        if state[0] is None:
+            if self._consumed and self._body is None and self._local_file is None:
+                return 0  # a raw body that completed
+            state[0] = self.iter_chunks(max(len(buffer), 1))
+        left: memoryview = state[1]
+        while not left:
+            chunk = next(state[0], None)
+            if chunk is None:
+                return 0
+            left = memoryview(chunk)
+        n = min(len(buffer), len(left))
+        buffer[:n] = left[:n]
+        state[1] = left[n:]
+        return n
+
     def read(self, max_bytes: Optional[int] = None) -> bytes:
         """The whole body, refusing more than `max_bytes` (default: the document cap)."""
         if self._body is not None and not self._consumed:

@@ -59,6 +59,9 @@ def build_catalog(f: WheelFactory) -> None:
     f.wheel("split", "2.0", requires_python=">=3.12")
     f.wheel("ca", "1.0", requires_dist=["dep==1.0"])
     f.wheel("cb", "1.0", requires_dist=["dep>=2"])
+    for name in ("fa", "fb"):  # 2.0 has no macOS wheel
+        f.wheel(name, "1.0")
+        f.wheel(name, "2.0", tag="py3-none-manylinux_2_17_x86_64")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +169,20 @@ def test_versions_aligned_when_possible(catalog, pip, tmp_path):
     assert packages(result.lock, LINUX) == packages(result.lock, LINUX312) == {"dep": "1.0"}
     assert result.divergent == {}
     assert [d.key for d in result.lock.distributions] == [("dep", "1.0")]
-    assert any("dep: all targets use 1.0" in n for n in result.notes)
+    # The cp312 target resolved once, with cp311's choices as constraints: no re-resolve.
+    assert result.pip_runs == 2
+    assert any(f"{LINUX312}: resolved with the versions {LINUX} chose" in n for n in result.notes)
+
+
+def test_divergences_across_platforms_settle_in_one_combined_rerun(catalog, pip, tmp_path):
+    # Linux takes fa/fb 2.0; macOS has no 2.0 files, so both settle on 1.0, and the Linux
+    # target is re-resolved once with both pins (not once per project).
+    result = run_resolve(catalog, ["fa", "fb"], [LINUX, MAC], pip, tmp_path)
+    assert packages(result.lock, LINUX) == packages(result.lock, MAC) == {"fa": "1.0", "fb": "1.0"}
+    assert result.divergent == {}
+    assert result.pip_runs == 3
+    assert any(f"fa: all targets use 1.0 (re-resolved {LINUX})" in n for n in result.notes)
+    assert any(f"fb: all targets use 1.0 (re-resolved {LINUX})" in n for n in result.notes)
 
 
 def test_versions_diverge_only_when_they_must(catalog, pip, tmp_path):

@@ -588,6 +588,7 @@ Body = Union[bytes, Tuple[Path, int, int]]  # bytes, or (file, offset, length)
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per small response
     protocol_version = "HTTP/1.1"
     server_version = "fastpex-index/1.0"
     timeout = 60  # per-socket safety net; stop() closes connections anyway

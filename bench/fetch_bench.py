@@ -6,11 +6,12 @@ store/cache:
 
   capacity   curl of the same URLs: serial (one curl, one connection) and N in parallel
              (xargs -P N), to /dev/null
-  fastpex    python -m fastpex fetch --jobs 8, then --jobs 16 (fresh cache dir each)
+  fastpex    python -m fastpex fetch with its default --jobs (2 per core, 4-16), then --jobs 8 and
+             --jobs 16 (fresh cache dir each)
   pip        pip download --no-deps --no-cache-dir <the locked URLs>  (serial downloads)
   uv         uv pip install --no-deps <name==version pins> into a scratch venv, cold --cache-dir
              (reference only: it also unpacks and installs)
-  warm       fastpex fetch --jobs 8 again on the warm store: expect 0 bytes
+  warm       the first fastpex fetch again on the warm store: expect 0 bytes
 
 Run: /tmp/dev/bin/python bench/fetch_bench.py [--lock /tmp/fastpex-bench/lock/fastpex/ml-core.lock]
 """
@@ -45,7 +46,8 @@ def main() -> int:
     ap.add_argument("--uv", default="/tmp/benchvenv/bin/uv")
     ap.add_argument("--venv-python", default="/root/.pyenv/versions/3.11.7/bin/python3.11")
     ap.add_argument("--parallel", type=int, nargs="+", default=[8, 16], help="curl parallelism levels")
-    ap.add_argument("--jobs", type=int, nargs="+", default=[8, 16], help="fastpex fetch --jobs levels")
+    ap.add_argument("--jobs", nargs="+", default=["default", "8", "16"],
+                    help="fastpex fetch --jobs levels ('default': no --jobs, fastpex's default for this machine)")
     args = ap.parse_args()
 
     work: Path = args.work
@@ -78,16 +80,25 @@ def main() -> int:
     best_curl = max(curls.values(), key=rate)
 
     # ------------------------------------------------------------ fastpex cold, then warm
+    default_jobs = subprocess.run([args.python, "-c", "from fastpex.core.fetch import DEFAULT_JOBS; print(DEFAULT_JOBS)"],
+                                  cwd=SRC, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    def jobs_argv(j):
+        return [] if j == "default" else ["--jobs", str(j)]
+
+    def jobs_label(j):
+        return f"(default --jobs = {default_jobs})" if j == "default" else f"--jobs {j}"
+
     fp = {}
     for j in args.jobs:
         cache = work / f"fastpex-cache-j{j}"
         fp[j] = m(f"fastpex-fetch-cold-jobs{j}", [args.python, "-m", "fastpex", "fetch", "--lock", args.lock, "--target", args.target,
-                                                  "--cache-dir", cache, "--jobs", str(j)], cwd=SRC)
+                                                  "--cache-dir", cache, *jobs_argv(j)], cwd=SRC)
     j0 = args.jobs[0]
     warm = m(f"fastpex-fetch-warm-jobs{j0}", [args.python, "-m", "fastpex", "fetch", "--lock", args.lock, "--target", args.target,
-                                              "--cache-dir", work / f"fastpex-cache-j{j0}", "--jobs", str(j0)], cwd=SRC)
+                                              "--cache-dir", work / f"fastpex-cache-j{j0}", *jobs_argv(j0)], cwd=SRC)
     warm_dest = m(f"fastpex-fetch-warm-jobs{j0}-dest", [args.python, "-m", "fastpex", "fetch", "--lock", args.lock, "--target", args.target,
-                                                        "--cache-dir", work / f"fastpex-cache-j{j0}", "--jobs", str(j0),
+                                                        "--cache-dir", work / f"fastpex-cache-j{j0}", *jobs_argv(j0),
                                                         "--dest", work / "dest", "--manifest-out", work / "manifest.json"], cwd=SRC)
     for j in args.jobs:
         rmtree(work / f"fastpex-cache-j{j}")
@@ -115,11 +126,11 @@ def main() -> int:
     rows = [
         ["curl serial (1 connection)", f"{curl_serial.wall:.2f} s", fmt_bytes(curl_serial.rx), f"{rate(curl_serial) / 1e6:.0f} MB/s"],
         *[[f"curl x{n} parallel", f"{r.wall:.2f} s", fmt_bytes(r.rx), f"{rate(r) / 1e6:.0f} MB/s"] for n, r in curls.items()],
-        *[[f"fastpex fetch --jobs {j} (cold store)", f"{r.wall:.2f} s", fmt_bytes(r.rx), f"{rate(r) / 1e6:.0f} MB/s"] for j, r in fp.items()],
+        *[[f"fastpex fetch {jobs_label(j)} (cold store)", f"{r.wall:.2f} s", fmt_bytes(r.rx), f"{rate(r) / 1e6:.0f} MB/s"] for j, r in fp.items()],
         ["pip 26.3 download --no-deps (serial)", f"{pip.wall:.2f} s", fmt_bytes(pip.rx), f"{rate(pip) / 1e6:.0f} MB/s"],
         ["uv 0.13.9 pip install --no-deps (cold cache; includes install)", f"{uv.wall:.2f} s", fmt_bytes(uv.rx), f"{rate(uv) / 1e6:.0f} MB/s"],
-        [f"fastpex fetch --jobs {j0} (warm store)", f"{warm.wall:.2f} s", fmt_bytes(warm.rx), "-"],
-        [f"fastpex fetch --jobs {j0} (warm store, --dest hard links + manifest)", f"{warm_dest.wall:.2f} s", fmt_bytes(warm_dest.rx), "-"],
+        [f"fastpex fetch {jobs_label(j0)} (warm store)", f"{warm.wall:.2f} s", fmt_bytes(warm.rx), "-"],
+        [f"fastpex fetch {jobs_label(j0)} (warm store, --dest hard links + manifest)", f"{warm_dest.wall:.2f} s", fmt_bytes(warm_dest.rx), "-"],
     ]
     report.add_raw_table("All steps (one run each)", ["step", "wall", "bytes received", f"throughput ({fmt_bytes(total)} / wall)"], rows)
     cap = rate(best_curl)

@@ -1,15 +1,26 @@
 """FETCH: download the artifacts a target needs, in parallel, into the verified store.
 
-pip and pex download one artifact at a time; measured here, 8 parallel streams fetch a 4.2 GB
-torch lock in 5.8 s where serial takes 9.4 s and `pip download` 15.9 s. So: a bounded pool of
-`jobs` worker threads sharing a keep-alive connection pool; every download streams into
+pip and pex download one artifact at a time. Here a bounded number (`jobs`) of downloads run at
+once, spread over one worker process per CPU core (each running its share of the `jobs` in
+threads, with its own keep-alive connections); every download streams into
 `<store>/partial/<sha256>.part` while hashing, and only a file whose sha256 and size match the
 lock is renamed into the store. Transient failures (5xx, reset, timeout, truncated body, wrong
 Content-Length) are retried with exponential backoff + jitter, resuming with `Range` where the
 server allows it; a hash mismatch is not transient and fails the fetch at once.
 
+Why processes, and why the body loop looks the way it does: on a fast link fetching is CPU-bound.
+Decrypting, hashing and writing cost ~2 CPU-seconds per GB even when done well, and the previous
+design (threads of one process reading one ~16 KiB TLS record per Python iteration, copying it
+twice, writing through the page cache) spent ~3.3 CPU-s/GB and held one GIL: 230 MB/s where
+parallel curl reached 760 MB/s on the 2-core benchmark machine. Now each read fills a 1 MiB
+buffer in C (`Response.readinto`), which is hashed in place and written with O_DIRECT where the
+filesystem allows it (the page cache's copy and writeback cost more CPU than the hashing), and
+the work runs in as many processes as there are cores. The parent process owns the queue
+(biggest first), the bound on concurrent downloads, the reporter, cancellation and the errors
+it raises (of the same types and messages as ever); workers send it progress every 0.1 s.
+
 A warm store costs nothing: an entry named by its sha256 with the right size is trusted, with
-no request and no rehash. `offline=True` never opens a socket.
+no request and no rehash. `offline=True` never opens a socket (and starts no worker).
 
 The transport is the shared keep-alive `HttpClient` (core/http.py) with its own retries off:
 retrying here lets a retry resume from the partial file instead of starting over.
@@ -21,6 +32,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import mmap
 import multiprocessing
 import os
@@ -36,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import IO, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 from urllib.parse import unquote, urlsplit
 
 from fastpex.core.http import (
@@ -49,6 +61,8 @@ from fastpex.core.http import (
 from fastpex.core.model import Artifact, FetchedArtifact
 from fastpex.core.store import ArtifactStore, PartialInfo, StoreHashMismatchError, hash_file
 from fastpex.core.urls import redact, strip_credentials
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_JOBS",
@@ -64,7 +78,16 @@ __all__ = [
     "fetch",
 ]
 
-DEFAULT_JOBS = 8  # enough streams to fill a datacenter link (measured: 724 MB/s with 8 curls)
+def _default_jobs() -> int:
+    """Two downloads per CPU core, at least 4 (one connection rarely fills a fast link) and at
+    most 16. Fetching a fast link is CPU-bound (TLS, sha256, writing: ~2 CPU-s per GB), and
+    streams beyond what the cores can drain only add contention: measured on the 2-core
+    benchmark machine (ml-core, 62 files, 4.17 GB), 4 streams took 5.5-6.2 s, 8 streams
+    6.2-6.4 s and 16 streams 7.1 s."""
+    return max(4, min(16, 2 * (os.cpu_count() or 1)))
+
+
+DEFAULT_JOBS = _default_jobs()
 DEFAULT_TIMEOUT = 30.0  # seconds without a byte before a connection counts as stalled
 DEFAULT_BACKOFF = 0.5  # first retry delay (s); doubles per attempt, with jitter
 MAX_BACKOFF = 30.0
@@ -185,7 +208,8 @@ def _human_bytes(n: float) -> str:
 class Reporter:
     """Receives fetch progress (uv-style: one interface, several renderings). Does nothing.
 
-    Methods are called from worker threads: implementations must be thread-safe.
+    `fetch` calls the methods from the thread that called it (workers send their events to
+    it); a reporter shared with other threads must still be thread-safe.
     """
 
     def start(self, *, total_files: int, total_bytes: int, cached_files: int, cached_bytes: int) -> None:
@@ -693,6 +717,7 @@ class _Downloader:
 # share a GIL; with one worker, or a caller's own `HttpClient`, it is a thread of this process.
 
 _PROGRESS_INTERVAL = 0.1  # seconds between a worker's progress messages
+_WORKER_START_TIMEOUT = 60.0  # seconds a worker process may take to import and say "ready"
 
 
 def _restore_error(cls: type, message: str, state: Dict[str, object]) -> BaseException:
@@ -719,11 +744,26 @@ def _transportable(error: BaseException, artifact: Artifact) -> BaseException:
         return DownloadError(artifact.url, artifact.filename, f"{type(error).__name__}: {error}")
 
 
+class _Channel:
+    """One end of a worker's connection; sends from several threads are serialized."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: object) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+    def recv(self) -> object:
+        return self.conn.recv()
+
+
 class _PipeReporter(Reporter):
     """A worker's reporter: forwards events to the parent, bytes batched per interval."""
 
-    def __init__(self, send: Callable[[tuple], None]) -> None:
-        self._send = send
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
         self._lock = threading.Lock()
         self._ids: Dict[str, int] = {}
         self._pending: Dict[int, int] = {}
@@ -736,7 +776,7 @@ class _PipeReporter(Reporter):
     def _flush_locked(self) -> None:
         for task_id, n in self._pending.items():
             if n:
-                self._send(("bytes", task_id, n))
+                self._channel.send(("bytes", task_id, n))
         self._pending.clear()
         self._flushed_at = time.monotonic()
 
@@ -746,7 +786,7 @@ class _PipeReporter(Reporter):
 
     def artifact_started(self, artifact: Artifact) -> None:
         with self._lock:
-            self._send(("started", self._ids[artifact.sha256]))
+            self._channel.send(("started", self._ids[artifact.sha256]))
 
     def bytes_received(self, artifact: Artifact, n: int) -> None:
         with self._lock:
@@ -758,17 +798,18 @@ class _PipeReporter(Reporter):
     def artifact_retrying(self, artifact: Artifact, attempt: int, reason: str, delay: float) -> None:
         with self._lock:
             self._flush_locked()
-            self._send(("retry", self._ids[artifact.sha256], attempt, reason, delay))
+            self._channel.send(("retry", self._ids[artifact.sha256], attempt, reason, delay))
 
     def artifact_finished(self, artifact: Artifact, *, cached: bool) -> None:
         with self._lock:
             self._flush_locked()
-            self._send(("finished", self._ids[artifact.sha256], cached))
+            self._channel.send(("finished", self._ids[artifact.sha256], cached))
 
 
-def _serve(conn: Connection, downloader: _Downloader, reporter: _PipeReporter, slots: int) -> None:
+def _serve(channel: _Channel, downloader: _Downloader, slots: int) -> None:
     """A worker's loop: run the parent's tasks, `slots` at a time, until told to stop."""
-    send_lock = threading.Lock()
+    reporter = _PipeReporter(channel)
+    downloader.reporter = reporter
 
     def run(task_id: int, artifact: Artifact) -> None:
         reporter.track(artifact, task_id)
@@ -780,67 +821,51 @@ def _serve(conn: Connection, downloader: _Downloader, reporter: _PipeReporter, s
         except BaseException as e:  # noqa: BLE001 - every failure goes to the parent
             message = ("failed", task_id, _transportable(e, artifact))
         reporter.flush()
-        with send_lock:
-            conn.send(message)
+        try:
+            channel.send(message)
+        except OSError:
+            pass  # the parent is gone
 
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="fastpex-fetch")
     try:
+        channel.send(("ready",))
         while True:
             try:
-                message = conn.recv()
+                message = channel.recv()
             except (EOFError, OSError):  # the parent is gone: stop, keeping partials
                 downloader.cancelled.set()
                 break
-            if message[0] == "task":
-                pool.submit(run, message[1], message[2])
-            elif message[0] == "cancel":
+            if message[0] == "task":  # type: ignore[index]
+                pool.submit(run, message[1], message[2])  # type: ignore[index]
+            elif message[0] == "cancel":  # type: ignore[index]
                 downloader.cancelled.set()
             else:  # "stop"
                 break
+    except BaseException:
+        downloader.cancelled.set()  # e.g. Ctrl-C: running downloads stop at their next read
+        raise
     finally:
         pool.shutdown(wait=True)
 
 
 def _worker_main(fd: int) -> None:
-    """Entry point of a worker process (see `_ProcessWorker`)."""
-    conn = Connection(fd)
-    downloader = None
+    """Entry point of a worker process (see `_ProcessWorker`): setup, then `_serve`."""
+    channel = _Channel(Connection(fd))
     try:
-        setup = conn.recv()
-        send_lock = threading.Lock()
-
-        def send(message: tuple) -> None:
-            with send_lock:
-                conn.send(message)
-
-        reporter = _PipeReporter(send)
-        client = HttpClient(setup["config"], configured_indexes=setup["configured_indexes"])
-        downloader = _Downloader(
-            setup["store"],
-            client=client,
-            retries=setup["retries"],
-            backoff=setup["backoff"],
-            reporter=reporter,
-        )
-
-        class _Locked:  # _serve's sends and the reporter's share one lock
-            def send(self, message: tuple) -> None:
-                send(message)
-
-            def recv(self) -> object:
-                return conn.recv()
-
-        try:
-            _serve(_Locked(), downloader, reporter, setup["slots"])  # type: ignore[arg-type]
-        finally:
-            client.close()
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
-        if downloader is not None:
-            downloader.cancelled.set()
-    except (EOFError, OSError):
-        pass
+        setup: Dict = channel.recv()  # type: ignore[assignment]
+        with HttpClient(setup["config"], configured_indexes=setup["configured_indexes"]) as client:
+            downloader = _Downloader(
+                setup["store"],
+                client=client,
+                retries=setup["retries"],
+                backoff=setup["backoff"],
+                reporter=Reporter(),
+            )
+            _serve(channel, downloader, setup["slots"])
+    except (KeyboardInterrupt, EOFError, OSError):
+        pass  # Ctrl-C reaches the whole process group, and the parent reports it
     finally:
-        conn.close()
+        channel.conn.close()
 
 
 class _Worker:
@@ -855,7 +880,14 @@ class _Worker:
         try:
             self.conn.send(message)
         except (OSError, EOFError, ValueError):
-            pass  # it died: its tasks are reported as lost when its socket closes
+            pass  # it died: its tasks are reported as lost when its connection closes
+
+    def ready(self, timeout: float) -> bool:
+        """Wait for the worker's ("ready",): False if it died or took longer than `timeout`."""
+        try:
+            return bool(self.conn.poll(timeout)) and self.conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            return False
 
     def describe_exit(self) -> str:
         return "the download worker stopped unexpectedly"
@@ -865,33 +897,20 @@ class _Worker:
 
 
 class _ThreadWorker(_Worker):
+    """A worker in a thread of this process (one worker, or a caller's own `HttpClient`)."""
+
     def __init__(self, downloader: _Downloader, slots: int) -> None:
         mine, theirs = multiprocessing.Pipe(duplex=True)
         super().__init__(mine, slots)
         self._theirs = theirs
-        send_lock = threading.Lock()
-
-        def send(message: tuple) -> None:
-            with send_lock:
-                theirs.send(message)
-
-        class _Locked:
-            def send(self, message: tuple) -> None:
-                send(message)
-
-            def recv(self) -> object:
-                return theirs.recv()
-
-        reporter = _PipeReporter(send)
-        downloader.reporter = reporter
         self._thread = threading.Thread(
-            target=self._run, args=(_Locked(), downloader, reporter, slots), name="fastpex-fetch-worker", daemon=True
+            target=self._run, args=(downloader, slots), name="fastpex-fetch-worker", daemon=True
         )
         self._thread.start()
 
-    def _run(self, conn: Connection, downloader: _Downloader, reporter: _PipeReporter, slots: int) -> None:
+    def _run(self, downloader: _Downloader, slots: int) -> None:
         try:
-            _serve(conn, downloader, reporter, slots)
+            _serve(_Channel(self._theirs), downloader, slots)
         finally:
             self._theirs.close()
 
@@ -906,6 +925,7 @@ class _ProcessWorker(_Worker):
 
     def __init__(self, setup: Dict[str, object], slots: int) -> None:
         mine, theirs = socket.socketpair()
+        # The child imports fastpex (and `packaging`) from where this process does.
         paths = [p for p in sys.path if p] + [str(Path(__file__).resolve().parents[2])]
         code = (
             "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
@@ -918,6 +938,9 @@ class _ProcessWorker(_Worker):
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
             )
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         super().__init__(Connection(mine.detach()), slots)
@@ -938,17 +961,34 @@ class _ProcessWorker(_Worker):
         self.conn.close()
 
 
+def _start_processes(setup: Dict[str, object], jobs: int, count: int) -> Optional[List[_Worker]]:
+    """`count` worker processes sharing `jobs` slots, or None if they can't start here."""
+    workers: List[_Worker] = []
+    try:
+        for slots in _split(jobs, count):
+            workers.append(_ProcessWorker(setup, slots))
+        if all(w.ready(_WORKER_START_TIMEOUT) for w in workers):
+            return workers
+        problem = "a worker process exited during start-up"
+    except OSError as e:
+        problem = f"{type(e).__name__}: {e}"
+    logger.warning("fastpex fetch: downloading in threads of one process instead (%s)", problem)
+    for worker in workers:
+        worker.close(timeout=5.0)
+    return None
+
+
 def _split(jobs: int, workers: int) -> List[int]:
     """`jobs` download slots over `workers` workers, as evenly as possible."""
     return [jobs // workers + (1 if i < jobs % workers else 0) for i in range(workers)]
 
 
 def default_processes(jobs: int, downloads: int) -> int:
-    """Worker processes for `downloads` downloads at most `jobs` at once: one per CPU core.
+    """Worker processes for `downloads` downloads, at most `jobs` at once: one per CPU core.
 
-    Hashing, TLS and copying into the page cache cost ~2 CPU-seconds per GB here; in one
-    process the threads share one GIL (measured: 390 MB/s with 3 threads, 612 MB/s with 3
-    processes on 2 cores), so the work is spread over as many processes as there are cores.
+    TLS, hashing and writing cost ~2 CPU-seconds per GB, and threads of one process share
+    one GIL (measured on 2 cores, 3 streams of 2.2 GB: 390 MB/s in threads, 612 MB/s in
+    processes), so the downloads are spread over as many processes as there are cores.
     """
     return max(1, min(jobs, downloads, os.cpu_count() or 1))
 
@@ -1026,16 +1066,8 @@ def fetch(
             )
             count = default_processes(jobs, len(missing)) if processes is None else processes
             count = min(count, jobs, len(missing))
-            if client is not None or count <= 1 or not sys.executable:
-                own_client = client is None
-                http = client or HttpClient(config, configured_indexes=configured_indexes)
-                downloader = _Downloader(store, client=http, retries=retries, backoff=backoff, reporter=Reporter())
-                try:
-                    results.update(_download_all(lambda: [_ThreadWorker(downloader, jobs)], missing, reporter))
-                finally:
-                    if own_client:
-                        http.close()
-            else:
+            workers: Optional[List[_Worker]] = None
+            if client is None and count > 1 and sys.executable:
                 setup: Dict[str, object] = dict(
                     store=store,
                     config=dataclasses.replace(config, max_idle_per_host=-(-jobs // count)),
@@ -1043,13 +1075,21 @@ def fetch(
                     retries=retries,
                     backoff=backoff,
                 )
-                results.update(
-                    _download_all(
-                        lambda: [_ProcessWorker(setup, slots) for slots in _split(jobs, count)],
-                        missing,
-                        reporter,
-                    )
-                )
+                workers = _start_processes(setup, jobs, count)
+            if workers is not None:
+                results.update(_download_all(workers, missing, reporter))
+            else:
+                own_client = client is None
+                http = client or HttpClient(config, configured_indexes=configured_indexes)
+                try:
+                    downloader = _Downloader(store, client=http, retries=retries, backoff=backoff, reporter=Reporter())
+                    thread_worker = _ThreadWorker(downloader, jobs)
+                    if not thread_worker.ready(_WORKER_START_TIMEOUT):  # pragma: no cover
+                        raise RuntimeError("the download thread did not start")
+                    results.update(_download_all([thread_worker], missing, reporter))
+                finally:
+                    if own_client:
+                        http.close()
         ok = True
     finally:
         reporter.finish(ok=ok)
@@ -1057,43 +1097,49 @@ def fetch(
 
 
 def _download_all(
-    start_workers: Callable[[], List[_Worker]], missing: Sequence[Artifact], reporter: Reporter
+    workers: List[_Worker], missing: Sequence[Artifact], reporter: Reporter
 ) -> Dict[str, FetchedArtifact]:
-    """Hand `missing` to the workers, biggest first, never more at once than their slots."""
+    """Hand `missing` to the workers, biggest first, never more at once than their slots.
+
+    The parent owns the reporter: workers send events, applied here in arrival order. On the
+    first error nothing more is handed out, every worker is told to cancel, and the error is
+    raised once the running downloads stopped (their partial files stay, to resume).
+    """
     # Biggest first: the long downloads start early and the small ones fill in around them.
     order = sorted(missing, key=lambda a: -(a.size or 0))
     queue = deque(enumerate(order))
     results: Dict[str, FetchedArtifact] = {}
     errors: List[BaseException] = []
-    workers: List[_Worker] = []
+    alive = list(workers)
+    by_conn = {w.conn: w for w in workers}
+
+    def fail(error: BaseException) -> None:
+        errors.append(error)
+        if len(errors) == 1:
+            for other in alive:
+                other.send(("cancel",))
+
     try:
-        workers = start_workers()
-        by_conn = {w.conn: w for w in workers}
         while True:
             if not errors:
-                for worker in sorted(workers, key=lambda w: len(w.running) - w.slots):
+                for worker in sorted(alive, key=lambda w: len(w.running) - w.slots):
                     while queue and len(worker.running) < worker.slots:
                         task_id, artifact = queue.popleft()
                         worker.running.add(task_id)
                         worker.send(("task", task_id, artifact))
-            busy = [w.conn for w in workers if w.running]
+            busy = [w.conn for w in alive if w.running]
             if not busy:
                 break
             for conn in connection_wait(busy):
                 worker = by_conn[conn]
                 try:
                     message = conn.recv()
-                except (EOFError, OSError):
-                    lost = sorted(worker.running)
-                    worker.running.clear()
-                    by_conn.pop(conn, None)
-                    workers.remove(worker)
-                    for task_id in lost:
+                except (EOFError, OSError):  # the worker died (killed, out of memory...)
+                    alive.remove(worker)
+                    for task_id in sorted(worker.running):
                         artifact = order[task_id]
-                        errors.append(DownloadError(artifact.url, artifact.filename, worker.describe_exit()))
-                    if lost and len(errors) == len(lost):
-                        for other in workers:
-                            other.send(("cancel",))
+                        fail(DownloadError(artifact.url, artifact.filename, worker.describe_exit()))
+                    worker.running.clear()
                     continue
                 kind, task_id = message[0], message[1]
                 artifact = order[task_id]
@@ -1110,17 +1156,12 @@ def _download_all(
                     if kind == "done":
                         results[artifact.sha256.lower()] = FetchedArtifact(artifact, message[2])
                     elif kind == "failed":
-                        errors.append(message[2])
-                        if len(errors) == 1:
-                            # Stop the rest: queued downloads never start, running ones stop at
-                            # their next read (keeping their partial file for the next run).
-                            for other in workers:
-                                other.send(("cancel",))
+                        fail(message[2])
         if errors:
             raise errors[0]
         return results
     except BaseException:
-        for worker in workers:
+        for worker in alive:
             worker.send(("cancel",))
         raise
     finally:

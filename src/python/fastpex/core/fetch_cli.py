@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_JOBS,
         metavar="N",
-        help=f"parallel downloads (default: {DEFAULT_JOBS})",
+        help=f"at most N downloads at once, spread over one worker process per CPU core "
+        f"(default: 2 per core, 4 to 16; here {DEFAULT_JOBS})",
     )
     parser.add_argument(
         "--retries", type=int, default=5, metavar="N", help="retries per artifact (default: 5)"

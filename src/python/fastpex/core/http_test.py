@@ -215,3 +215,45 @@ def test_file_urls(tmp_path: Path) -> None:
         part = client.get(path.as_uri(), range=-16)
         assert part.status == 206 and part.read() == path.read_bytes()[-16:]
         assert client.get((tmp_path / "missing").as_uri()).status == 404
+
+
+# -- Response.readinto (the download loop's copy-free reads) -------------------------------------
+
+
+def _drain_into(response: "object", size: int) -> bytes:
+    buf = memoryview(bytearray(size))
+    out = bytearray()
+    while True:
+        n = response.readinto(buf)  # type: ignore[attr-defined]
+        if not n:
+            return bytes(out)
+        assert 0 < n <= size
+        out += buf[:n]
+
+
+def test_readinto_streams_the_body_and_returns_the_connection(server: IndexServer) -> None:
+    data = Path(server.catalog.root, "demo-1.0-py3-none-any.whl").read_bytes()
+    with HttpClient(FAST) as client:
+        response = client.get(_wheel_url(server), stream=True)
+        assert _drain_into(response, 5000) == data
+        assert response.bytes_received == len(data)
+        assert response.readinto(memoryview(bytearray(10))) == 0  # stays at the end
+        assert sum(len(idle) for idle in client._pool._idle.values()) == 1  # noqa: SLF001 - reusable
+        resumed = client.get(_wheel_url(server), range=100, stream=True)
+        assert resumed.status == 206 and _drain_into(resumed, 1 << 20) == data[100:]
+
+
+def test_readinto_of_a_body_read_already(server: IndexServer) -> None:
+    data = Path(server.catalog.root, "demo-1.0-py3-none-any.whl").read_bytes()
+    with HttpClient(FAST) as client:
+        whole = client.get(_wheel_url(server))  # not streamed: the body is in memory
+        assert _drain_into(whole, 777) == data
+
+
+def test_readinto_raises_when_the_body_ends_short(server: IndexServer) -> None:
+    server.update(faults=(Fault("truncate_body", pattern="demo-*", count=1),))
+    with HttpClient(FAST) as client:
+        response = client.get(_wheel_url(server), stream=True)
+        with pytest.raises(HttpConnectionError, match="ended after|broke"):
+            _drain_into(response, 4096)
+        assert not any(client._pool._idle.values())  # noqa: SLF001 - a broken connection is dropped

@@ -9,7 +9,8 @@ locked with `python -m fastpex lock` (--manylinux manylinux2014 so its header ma
 For each variant (`fastpex-zipapp`, `fastpex-packed`, `builtin-zipapp`, `builtin-packed`,
 `small-fastpex`, `small-builtin`), with its own empty named-caches dir and local store:
 
-  cold      `pants --no-pantsd package <target>`  (downloads included)
+  cold      `pants --no-pantsd package <target>`  (downloads included; `--pantsd`: with pantsd,
+            which the cold step starts and the warm and source steps reuse, as a user's would)
   warm      the same again, nothing changed
   source    after an edit of main.py (a source-only change)
   start     the produced PEX run with python3.11 and an empty PEX_ROOT (first start), then
@@ -170,7 +171,7 @@ def run_variant(args, repo: Path, variant: str, results: Dict[str, dict]) -> Non
     # not under the named cache, so a fresh HOME for Pants' processes is part of "empty caches".
     home = caches / "home"
     home.mkdir(parents=True)
-    argv = [str(REPO_ROOT / "pants"), "--no-pantsd", f"--named-caches-dir={caches / 'named'}",
+    argv = [str(REPO_ROOT / "pants"), "--pantsd" if args.pantsd else "--no-pantsd", f"--named-caches-dir={caches / 'named'}",
             f"--local-store-dir={caches / 'store'}", f'--subprocess-environment-env-vars=+["HOME={home}"]',
             "package", address]
     out = repo / "dist" / f"src.{app}" / f"{target}.pex"
@@ -206,8 +207,16 @@ def run_variant(args, repo: Path, variant: str, results: Dict[str, dict]) -> Non
                 res["pex_root_size"] = dir_size(pex_root) if pex_root.exists() else 0
         rmtree(pex_root)
     save(args, results)
+    if args.pantsd:
+        stop_pantsd(repo)
     rmtree(caches)
     rmtree(out)
+
+
+def stop_pantsd(repo: Path) -> None:
+    """pantsd outlives the command; each variant's caches change its options anyway."""
+    subprocess.run(["pkill", "-f", f"pantsd \\[{repo}\\]"], check=False)
+    time.sleep(2)
 
 
 def save(args, results) -> None:
@@ -228,6 +237,9 @@ def build_report(args, results: Dict[str, dict]) -> None:
         report.add_text(f"fastpex sources used by Pants: `git archive` of commit {commit_file.read_text().strip()} (frozen for the whole run).")
     rows = []
     for variant, res in results.items():
+        if variant.startswith("_"):
+            continue
+
         def cell(key, field="wall"):
             v = res.get(key)
             if not isinstance(v, dict):
@@ -238,7 +250,8 @@ def build_report(args, results: Dict[str, dict]) -> None:
         rows.append([variant, f"`{res['target']}`", cell("cold"), cell("cold", "rx"), cell("warm"), cell("source"),
                      cell("start1"), cell("start2"), fmt_bytes(res.get("size")) + (" (dir)" if res.get("kind") == "dir" else ""),
                      fmt_bytes(res.get("pex_root_size"))])
-    report.add_raw_table("All measurements (one run each; `pants --no-pantsd package`, cold = empty named caches + store)",
+    mode = "pants --pantsd package` (pantsd started by the cold step and kept for warm + source" if results.get("_pantsd") else "pants --no-pantsd package`"
+    report.add_raw_table(f"All measurements (one run each; `{mode}; cold = empty named caches + store)",
                          ["variant", "target", "cold", "cold bytes", "warm (no change)", "source-only rebuild",
                           "first start (empty PEX_ROOT)", "second start", "PEX size", "PEX_ROOT after 1st start"], rows)
     comps: List[Comparison] = []
@@ -281,6 +294,8 @@ def main() -> int:
     ap.add_argument("--skip-start", action="store_true")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--pantsd", action="store_true",
+                    help="run Pants with pantsd (its default): the cold step starts it, warm and source-only reuse it")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results_file = args.work / "results.json"
@@ -308,6 +323,7 @@ def main() -> int:
                                       "--output", small_lock, "--cache-dir", args.work / "fastpex-lock-cache"],
                     cwd=src, log_dir=args.work / "logs")
         write_repo(repo, args.lock, small_lock, src)
+    results["_pantsd"] = bool(args.pantsd)
     for variant in args.variants:
         print(f"\n===== {variant}  ({time.strftime('%H:%M:%S')})", flush=True)
         run_variant(args, repo, variant, results)

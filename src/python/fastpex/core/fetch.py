@@ -82,8 +82,8 @@ def _default_jobs() -> int:
     """Two downloads per CPU core, at least 4 (one connection rarely fills a fast link) and at
     most 16. Fetching a fast link is CPU-bound (TLS, sha256, writing: ~2 CPU-s per GB), and
     streams beyond what the cores can drain only add contention: measured on the 2-core
-    benchmark machine (ml-core, 62 files, 4.17 GB), 4 streams took 5.5-6.2 s, 8 streams
-    6.2-6.4 s and 16 streams 7.1 s."""
+    benchmark machine (ml-core, 62 files, 4.17 GB, 2 worker processes), 4 streams took
+    5.5-6.2 s, 8 streams 6.2-6.4 s and 16 streams 7.1 s."""
     return max(4, min(16, 2 * (os.cpu_count() or 1)))
 
 
@@ -987,8 +987,9 @@ def default_processes(jobs: int, downloads: int) -> int:
     """Worker processes for `downloads` downloads, at most `jobs` at once: one per CPU core.
 
     TLS, hashing and writing cost ~2 CPU-seconds per GB, and threads of one process share
-    one GIL (measured on 2 cores, 3 streams of 2.2 GB: 390 MB/s in threads, 612 MB/s in
-    processes), so the downloads are spread over as many processes as there are cores.
+    one GIL (measured on 2 cores, the same read/hash/write loop on 3 streams of 2.2 GB:
+    494 MB/s in 3 threads, 612 MB/s in 3 processes), so the downloads are spread over as many
+    processes as there are cores.
     """
     return max(1, min(jobs, downloads, os.cpu_count() or 1))
 

@@ -166,13 +166,13 @@ async def package_fastpex_binary(
         output_path,
         "--compress-level",
         str(fastpex.compression_level if compression is None else compression),
-        "--fetch-jobs",
-        str(fastpex.fetch_jobs),
         "--inherit-path",
         field_set.inherit_path.value or "false",
         "--shebang",
         field_set.shebang.value or "#!/usr/bin/env python3",
     ]
+    if fastpex.fetch_jobs is not None:
+        argv.extend(["--fetch-jobs", str(fastpex.fetch_jobs)])
     for target in field_set.targets.value or ():
         argv.extend(["--target", target])
     for requirement in sorted(requirements):

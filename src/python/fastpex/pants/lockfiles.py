@@ -186,6 +186,8 @@ async def generate_fastpex_lockfile(
         argv.extend(["--upload-cutoff", fastpex.upload_cutoff])
     if fastpex.allow_sdists:
         argv.append("--allow-sdists")
+    if not fastpex.reuse_unchanged_locks:
+        argv.append("--no-reuse")
 
     # The current lockfile (if any) goes in as a hint: its projects' pages are fetched before
     # pip asks. Its pins are kept only for a minimal re-lock (`[fastpex].upgrade`).

@@ -176,6 +176,18 @@ class FastpexSubsystem(PythonToolBase):
         default=False,
         help="Build from the warm artifact store only; fail if an artifact is missing.",
     )
+    reuse_unchanged_locks = BoolOption(
+        default=True,
+        help=softwrap(
+            """
+            When every input of a lock (requirements, targets, indexes, routes, options, the
+            existing lockfile, fastpex's code) is the same as for a lock fastpex made before and
+            every index page that lock read is byte-identical today, write that lock again
+            instead of resolving (checking the pages takes one parallel GET each, no pip). Set
+            to false to resolve anyway.
+            """
+        ),
+    )
 
 
 def rules():

@@ -180,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             layers_mod.WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename)
             for f in fetched
         ]
-        if options.entry_point:
+        if options.entry_point and options.part != "deps":
             check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
         result = pack_cli.pack_wheels(options, wheels, requirements=sorted(lock.requirements))
     except (BuildError, LockfileError, selection.SelectionError, fetch_mod.OfflineError) as e:

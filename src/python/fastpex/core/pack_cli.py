@@ -103,6 +103,10 @@ def add_pex_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-strip-pex-env", dest="strip_pex_env", action="store_false")
     parser.add_argument("--shebang", default=pexbuild.DEFAULT_SHEBANG)
     parser.add_argument("--output", "-o", required=True, metavar="PATH")
+    parser.add_argument("--part", choices=pexbuild.PARTS, default="all",
+                        help="Build only the dependencies (`deps`: bootstrap + dependency zips) or "
+                             "only the application (`app`: PEX-INFO, __main__.py, sources) of a "
+                             "packed or split PEX; the two merged are the whole (`all`).")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="fastpex cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex).")
     parser.add_argument("--jobs", type=int, default=None, help="Processes for building layers.")
@@ -162,6 +166,7 @@ def pack_wheels(
         compress_level=options.compress_level,
         cache_root=options.cache_dir,
         requirements=requirements,
+        part=options.part,
     )
 
 

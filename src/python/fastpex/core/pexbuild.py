@@ -77,6 +77,12 @@ Sources = Union[PathLike, Mapping[str, bytes], None]
 
 DEFAULT_SHEBANG = "#!/usr/bin/env python3"
 LAYOUTS = ("zipapp", "packed", "split")
+# A directory layout can be built in two halves that never share a file: `deps` (bootstrap and
+# dependency zips: a function of the lock, the same after a source change) and `app` (PEX-INFO,
+# __main__.py and the sources). Two Pants processes then cache them apart, so a source-only
+# rebuild neither re-runs nor re-captures gigabytes of unchanged dependencies. Merged, the two
+# halves are byte for byte the `all` build.
+PARTS = ("all", "deps", "app")
 BOOTSTRAP_DIR = ".bootstrap"
 DEPS_DIR = ".deps"
 PEX_INFO = "PEX-INFO"
@@ -639,21 +645,28 @@ def _build_directory(
     main: bytes,
     hook: bytes,
     sources: Sequence[Tuple[str, bytes, bool]],
+    part: str = "all",
 ) -> Tuple[str, ...]:
     tmp = _temp_sibling(output, directory=True)
+    deps_wanted, app_wanted = part in ("all", "deps"), part in ("all", "app")
     try:
         os.chmod(tmp, 0o755)
         if layout == "packed":
-            _fill_deps_dir(tmp, bootstrap, layers)
-            _fill_srcs_dir(tmp, pex_info, main, hook, sources)
+            if deps_wanted:
+                _fill_deps_dir(tmp, bootstrap, layers)
+            if app_wanted:
+                _fill_srcs_dir(tmp, pex_info, main, hook, sources)
             outputs: Tuple[str, ...] = (output,)
         else:
-            deps, srcs = os.path.join(tmp, "deps"), os.path.join(tmp, "srcs")
-            os.mkdir(deps)
-            os.mkdir(srcs)
-            _fill_deps_dir(deps, bootstrap, layers)
-            _fill_srcs_dir(srcs, pex_info, main, hook, sources)
-            outputs = (os.path.join(output, "deps"), os.path.join(output, "srcs"))
+            outputs = ()
+            if deps_wanted:
+                os.mkdir(os.path.join(tmp, "deps"))
+                _fill_deps_dir(os.path.join(tmp, "deps"), bootstrap, layers)
+                outputs += (os.path.join(output, "deps"),)
+            if app_wanted:
+                os.mkdir(os.path.join(tmp, "srcs"))
+                _fill_srcs_dir(os.path.join(tmp, "srcs"), pex_info, main, hook, sources)
+                outputs += (os.path.join(output, "srcs"),)
         _install(tmp, output)
     finally:
         if os.path.lexists(tmp):
@@ -682,8 +695,12 @@ def build_pex(
     shebang: str = DEFAULT_SHEBANG,
     compress_level: int = 6,
     cache_root: Optional[PathLike] = None,
+    part: str = "all",
 ) -> PexBuildResult:
     """Build a PEX at `output` from dependency layers and application sources.
+
+    `part` builds one half of a directory layout (see `PARTS`); `deps` needs no sources or
+    entry point, and its `pex_info` is empty.
 
     `requirements` defaults to `name==version` of every layer (what `PEXBuilder.
     add_dist_location` records); the runtime activates the distributions they resolve to.
@@ -692,6 +709,10 @@ def build_pex(
     """
     if layout not in LAYOUTS:
         raise PexBuildError(f"Unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+    if part not in PARTS:
+        raise PexBuildError(f"Unknown part {part!r}; choose one of {', '.join(PARTS)}.")
+    if layout == "zipapp" and part != "all":
+        raise PexBuildError("A zipapp is one file: only the packed and split layouts build in parts.")
     if not 0 <= compress_level <= 9:
         raise PexBuildError(f"The compression level must be in 0..9, got {compress_level}.")
     if not shebang.startswith("#!"):
@@ -711,24 +732,27 @@ def build_pex(
     bootstrap = ensure_bootstrap(
         includes_tools=include_tools or venv, compress_level=compress_level, cache_root=cache_root
     )
-    pex_info, main, hook = render_pex_metadata(
-        layers=ordered_layers,
-        sources=source_items,
-        bootstrap_hash=bootstrap.bootstrap_hash,
-        entry_point=entry_point,
-        script=script,
-        interpreter_constraints=interpreter_constraints,
-        inject_env=inject_env,
-        inject_args=inject_args,
-        inject_python_args=inject_python_args,
-        inherit_path=inherit_path,
-        venv=venv,
-        venv_bin_path=venv_bin_path,
-        strip_pex_env=strip_pex_env,
-        include_tools=include_tools,
-        requirements=requirements,
-        shebang=shebang,
-    )
+    if part == "deps":
+        pex_info, main, hook = b"{}", b"", b""
+    else:
+        pex_info, main, hook = render_pex_metadata(
+            layers=ordered_layers,
+            sources=source_items,
+            bootstrap_hash=bootstrap.bootstrap_hash,
+            entry_point=entry_point,
+            script=script,
+            interpreter_constraints=interpreter_constraints,
+            inject_env=inject_env,
+            inject_args=inject_args,
+            inject_python_args=inject_python_args,
+            inherit_path=inherit_path,
+            venv=venv,
+            venv_bin_path=venv_bin_path,
+            strip_pex_env=strip_pex_env,
+            include_tools=include_tools,
+            requirements=requirements,
+            shebang=shebang,
+        )
     deps = list(unique.values())
     zip64 = False
     if layout == "zipapp":
@@ -738,7 +762,7 @@ def build_pex(
         )
         outputs: Tuple[str, ...] = (output,)
     else:
-        outputs = _build_directory(output, layout, bootstrap, deps, pex_info, main, hook, source_items)
+        outputs = _build_directory(output, layout, bootstrap, deps, pex_info, main, hook, source_items, part)
     return PexBuildResult(
         output=output,
         layout=layout,

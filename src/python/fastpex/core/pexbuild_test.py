@@ -14,7 +14,7 @@ import pytest
 
 from fastpex.core import pack_cli, pexbuild, zipfrag
 from fastpex.core.layers import Layer, build_layers
-from fastpex.core.pexbuild import Zip64RequiredError, build_pex
+from fastpex.core.pexbuild import PexBuildError, Zip64RequiredError, build_pex
 from fastpex.testing.wheels import build_wheel
 
 PYENV = Path("/root/.pyenv/versions")
@@ -266,6 +266,34 @@ def test_split_layout_overlays_into_a_packed_pex(env, tmp_path: Path) -> None:
     shutil.copytree(srcs, app, symlinks=True, dirs_exist_ok=True)
     run = _run(_python("3.11"), app, tmp_path / "root")
     assert run.stdout == "app: hello six 1.16.0 py3.11\n", run.stderr
+
+
+@pytest.mark.parametrize("layout", ["packed", "split"])
+def test_parts_merge_into_the_whole(env, tmp_path: Path, layout: str) -> None:
+    kwargs = dict(layout=layout, sources=env["src"], entry_point="app:main", cache_root=env["cache"])
+    whole = build_pex(env["layers"], tmp_path / "whole", **kwargs)
+    deps = build_pex(env["layers"], tmp_path / "deps", part="deps", layout=layout, cache_root=env["cache"])
+    app = build_pex(env["layers"], tmp_path / "app", part="app", **kwargs)
+    merged = tmp_path / "merged"
+    for half in (tmp_path / "deps", tmp_path / "app"):
+        shutil.copytree(half, merged, symlinks=True, dirs_exist_ok=True)
+    assert _tree(merged) == _tree(tmp_path / "whole")
+    # The halves share no file, and the deps half holds no application byte.
+    assert not set(_tree(tmp_path / "deps")) & set(_tree(tmp_path / "app"))
+    assert not any(name.endswith(("PEX-INFO", "__main__.py", "app.py")) for name in _tree(tmp_path / "deps"))
+    assert deps.pex_info == {} and app.pex_info == whole.pex_info
+    runnable = merged if layout == "packed" else tmp_path / "runnable"
+    if layout == "split":
+        shutil.copytree(merged / "deps", runnable, symlinks=True)
+        shutil.copytree(merged / "srcs", runnable, symlinks=True, dirs_exist_ok=True)
+    run = _run(_python("3.11"), runnable, tmp_path / "root")
+    assert run.stdout == "app: hello six 1.16.0 py3.11\n", run.stderr
+
+
+def test_a_zipapp_has_no_parts(env, tmp_path: Path) -> None:
+    with pytest.raises(PexBuildError, match="only the packed and split layouts"):
+        build_pex(env["layers"], tmp_path / "x.pex", part="deps", cache_root=env["cache"])
+    assert not (tmp_path / "x.pex").exists()
 
 
 def test_console_script_entry_point(env, tmp_path: Path) -> None:

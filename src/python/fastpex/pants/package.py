@@ -1,4 +1,5 @@
-"""`pants package` for `fastpex_binary`: one fastpex `build` process per PEX.
+"""`pants package` for `fastpex_binary`: fastpex `build` processes (one for a zipapp; two for a
+directory layout: dependencies and application, cached apart).
 
 The process reads the resolve's lockfile and the target's first-party sources (its inputs) and
 writes the PEX (its output). Artifacts and layers live in the `fastpex` named cache, which only
@@ -154,60 +155,89 @@ async def package_fastpex_binary(
         resolve, python_setup.interpreter_constraints
     )
     compression = field_set.compression_level.value
-    argv = [
+    # What the dependencies depend on: the lock and its subset, the targets, the layout.
+    deps_argv = [
         "build",
         "--lock",
         os.path.join(LOCK_DIR, lockfile_path),
-        "--sources",
-        SOURCES_DIR,
         "--layout",
         layout,
         "--output",
         output_path,
         "--compress-level",
         str(fastpex.compression_level if compression is None else compression),
+    ]
+    if fastpex.fetch_jobs is not None:
+        deps_argv.extend(["--fetch-jobs", str(fastpex.fetch_jobs)])
+    for target in field_set.targets.value or ():
+        deps_argv.extend(["--target", target])
+    for requirement in sorted(requirements):
+        deps_argv.extend(["--requirement", requirement])
+    for constraint in constraints:
+        deps_argv.extend(["--python-constraint", constraint])
+    if field_set.execution_mode.value == "venv":
+        deps_argv.append("--venv")
+    if field_set.include_tools.value:
+        deps_argv.append("--include-tools")
+    if fastpex.offline:
+        deps_argv.append("--offline")
+    # What only the application part depends on.
+    app_args = [
+        "--sources",
+        SOURCES_DIR,
         "--inherit-path",
         field_set.inherit_path.value or "false",
         "--shebang",
         field_set.shebang.value or "#!/usr/bin/env python3",
     ]
-    if fastpex.fetch_jobs is not None:
-        argv.extend(["--fetch-jobs", str(fastpex.fetch_jobs)])
-    for target in field_set.targets.value or ():
-        argv.extend(["--target", target])
-    for requirement in sorted(requirements):
-        argv.extend(["--requirement", requirement])
-    for constraint in constraints:
-        argv.extend(["--python-constraint", constraint])
     if entry_point.val is not None:
-        argv.extend(["--entry-point", entry_point.val.spec])
+        app_args.extend(["--entry-point", entry_point.val.spec])
     if field_set.script.value is not None:
-        argv.extend(["--script", field_set.script.value.name])
+        app_args.extend(["--script", field_set.script.value.name])
     for key, value in sorted((field_set.env.value or {}).items()):
-        argv.extend(["--inject-env", f"{key}={value}"])
+        app_args.extend(["--inject-env", f"{key}={value}"])
     for arg in field_set.args.value or ():
-        argv.extend(["--inject-arg", arg])
-    if field_set.execution_mode.value == "venv":
-        argv.append("--venv")
-    if field_set.include_tools.value:
-        argv.append("--include-tools")
+        app_args.extend(["--inject-arg", arg])
     if not field_set.strip_env.value:
-        argv.append("--no-strip-pex-env")
-    if fastpex.offline:
-        argv.append("--offline")
+        app_args.append("--no-strip-pex-env")
 
-    is_file = layout == "zipapp"
-    result = await Get(
-        ProcessResult,
-        FastpexProcess.create(
-            argv,
-            description=f"Build {output_path} with fastpex ({layout})",
-            input_digest=input_digest,
-            output_files=(output_path,) if is_file else (),
-            output_directories=() if is_file else (output_path,),
+    if layout == "zipapp":
+        result = await Get(
+            ProcessResult,
+            FastpexProcess.create(
+                deps_argv + app_args,
+                description=f"Build {output_path} with fastpex ({layout})",
+                input_digest=input_digest,
+                output_files=(output_path,),
+            ),
+        )
+        return BuiltPackage(result.output_digest, (BuiltPackageArtifact(output_path),))
+
+    # A directory layout is two processes whose outputs never overlap: the dependencies (the
+    # same after a source change, so Pants' process cache replays them without capturing
+    # gigabytes again) and the application part. Both are pure functions of their inputs.
+    deps_result, app_result = await MultiGet(
+        Get(
+            ProcessResult,
+            FastpexProcess.create(
+                deps_argv + ["--part", "deps"],
+                description=f"Build the dependencies of {output_path} with fastpex ({layout})",
+                input_digest=lock_in,
+                output_directories=(output_path,),
+            ),
+        ),
+        Get(
+            ProcessResult,
+            FastpexProcess.create(
+                deps_argv + app_args + ["--part", "app"],
+                description=f"Build {output_path} with fastpex ({layout}, application part)",
+                input_digest=input_digest,
+                output_directories=(output_path,),
+            ),
         ),
     )
-    return BuiltPackage(result.output_digest, (BuiltPackageArtifact(output_path),))
+    digest = await Get(Digest, MergeDigests([deps_result.output_digest, app_result.output_digest]))
+    return BuiltPackage(digest, (BuiltPackageArtifact(output_path),))
 
 
 def rules():

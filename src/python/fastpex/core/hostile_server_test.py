@@ -19,7 +19,7 @@ import tracemalloc
 import zipfile
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 
@@ -44,7 +44,7 @@ from fastpex.testing.hostile_http import (
     trickle_headers,
 )
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
-from fastpex.testing.wheels import build_sdist, build_wheel, record_digest
+from fastpex.testing.wheels import build_sdist, build_sdist_with_inline_backend, build_wheel, record_digest
 
 FAST = HttpConfig(connect_timeout=2.0, read_timeout=0.5, max_retries=0, total_timeout=1.5, min_stream_rate=1024)
 SHA = "a" * 64
@@ -257,47 +257,48 @@ def test_metadata_bombs_are_refused_within_bounded_memory(
 # -- servers that never finish -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", [trickle_body, trickle_headers, silent], ids=["trickle-body", "trickle-headers", "silent"])
-def test_a_server_that_never_finishes_is_abandoned_in_bounded_time(hostile: HostileServer, route: Handler) -> None:
-    hostile.routes["/simple/slow/"] = route
+def _outcome_within_bound(attempt: Callable[[HttpClient], object], doing: str) -> object:
+    """Run `attempt` with a fresh client in a thread (so a missing bound fails the test instead
+    of hanging it); what it returned or raised, which must come within the client's bounds."""
     bound = FAST.total_timeout + FAST.read_timeout + 1.5
     outcome: list = []
 
-    def attempt() -> None:  # in a thread, so a missing bound fails the test instead of hanging it
+    def run() -> None:
         with HttpClient(FAST) as http:
             try:
-                outcome.append(IndexClient(http).project_page(hostile.url + "/simple/", "slow"))
-            except Exception as e:  # noqa: BLE001 - inspected below
+                outcome.append(attempt(http))
+            except Exception as e:  # noqa: BLE001 - the caller inspects it
                 outcome.append(e)
 
-    worker = threading.Thread(target=attempt, daemon=True)
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(bound)
-    assert not worker.is_alive(), f"still waiting for the server after {bound} s"
-    (error,) = outcome
+    assert not worker.is_alive(), f"still {doing} after {bound} s"
+    (result,) = outcome
+    return result
+
+
+@pytest.mark.parametrize("route", [trickle_body, trickle_headers, silent], ids=["trickle-body", "trickle-headers", "silent"])
+def test_a_server_that_never_finishes_is_abandoned_in_bounded_time(hostile: HostileServer, route: Handler) -> None:
+    hostile.routes["/simple/slow/"] = route
+
+    def attempt(http: HttpClient) -> object:
+        return IndexClient(http).project_page(hostile.url + "/simple/", "slow")
+
+    error = _outcome_within_bound(attempt, "waiting for the server")
     assert isinstance(error, IndexUnreachableError), error
     assert f"{hostile.url}/simple/slow/" in str(error)
 
 
 def test_a_trickling_artifact_stream_is_abandoned_below_the_minimum_rate(hostile: HostileServer) -> None:
     hostile.routes["/files/x.whl"] = trickle_body
-    bound = FAST.total_timeout + FAST.read_timeout + 1.5
-    outcome: list = []
 
-    def attempt() -> None:
-        with HttpClient(FAST) as http:
-            try:
-                for _ in http.get(hostile.url + "/files/x.whl", stream=True).iter_chunks():
-                    pass
-                outcome.append(None)
-            except Exception as e:  # noqa: BLE001 - inspected below
-                outcome.append(e)
+    def attempt(http: HttpClient) -> object:
+        for _ in http.get(hostile.url + "/files/x.whl", stream=True).iter_chunks():
+            pass
+        return None
 
-    worker = threading.Thread(target=attempt, daemon=True)
-    worker.start()
-    worker.join(bound)
-    assert not worker.is_alive(), f"still downloading after {bound} s"
-    (error,) = outcome
+    error = _outcome_within_bound(attempt, "downloading")
     assert isinstance(error, HttpConnectionError) and "too slow" in str(error), error
     assert hostile.url + "/files/x.whl" in str(error)
 
@@ -382,43 +383,14 @@ def test_a_hash_that_is_a_path_cannot_read_or_delete_files_outside_the_cache(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "d", "victim.txt"]
 
 
-_INLINE_BACKEND = b'''
-import os
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    path = os.path.join(metadata_directory, "sdonly-1.0.dist-info")
-    os.makedirs(path)
-    with open(os.path.join(path, "METADATA"), "w") as fp:
-        fp.write("Metadata-Version: 2.1\\nName: sdonly\\nVersion: 1.0\\nRequires-Dist: dep\\n")
-    return "sdonly-1.0.dist-info"
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    raise RuntimeError("not needed for locking")
-'''
-
-
 def test_lock_with_allow_sdists_through_the_proxy(tmp_path: Path) -> None:
     """An sdist whose PKG-INFO is not authoritative (Metadata-Version 2.1): pip must build its
     metadata, which it only does when the proxy does not advertise a `.metadata` it would 404."""
-    import tarfile
-
     from fastpex.core import lock_cli
 
     dists = tmp_path / "dists"
     build_wheel(dists, "dep", "1.0")
-    members = {
-        "sdonly-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: sdonly\nVersion: 1.0\n",
-        "sdonly-1.0/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
-        "sdonly-1.0/backend.py": _INLINE_BACKEND,
-    }
-    with tarfile.open(dists / "sdonly-1.0.tar.gz", "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    build_sdist_with_inline_backend(dists, "sdonly", "1.0", requires_dist=["dep"])
     lockfile = tmp_path / "app.lock"
     with IndexServer(dists) as server:
         code = lock_cli.main(["--resolve", "app", "--requirement", "sdonly", "--index", server.simple_url,

@@ -26,7 +26,7 @@ from fastpex.core.resolve import (
 )
 from fastpex.core.selection import select_artifacts
 from fastpex.testing.index_server import IndexServer
-from fastpex.testing.wheels import WheelFactory
+from fastpex.testing.wheels import WheelFactory, build_sdist_with_inline_backend
 
 LINUX = "linux_x86_64-cp311"
 ARM = "linux_aarch64-cp311"
@@ -300,50 +300,13 @@ def test_parse_report_v1():
         parse_report({"version": "2", "install": []}, target)
 
 
-_BACKEND = b'''
-import os
-
-META = "Metadata-Version: 2.1\\nName: sdonly\\nVersion: 1.0\\nRequires-Dist: dep\\nRequires-Dist: macdep; sys_platform == \\"darwin\\"\\n"
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    path = os.path.join(metadata_directory, "sdonly-1.0.dist-info")
-    os.makedirs(path)
-    with open(os.path.join(path, "METADATA"), "w") as fp:
-        fp.write(META)
-    return "sdonly-1.0.dist-info"
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    raise RuntimeError("not needed for locking")
-'''
-
-
-def _sdist_with_inline_backend(dest: Path) -> Path:
-    """An sdist whose build backend lives inside it (no build requirements from the index)."""
-    import io
-    import tarfile
-
-    members = {
-        "sdonly-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: sdonly\nVersion: 1.0\n",
-        "sdonly-1.0/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
-        "sdonly-1.0/backend.py": _BACKEND,
-    }
-    path = dest / "sdonly-1.0.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_allow_sdists_evaluates_sdist_dependencies_for_the_target(pip, tmp_path):
     factory = WheelFactory(tmp_path / "dists")
     factory.wheel("dep", "1.0")
     factory.wheel("macdep", "1.0")
-    _sdist_with_inline_backend(factory.dist_dir)
+    build_sdist_with_inline_backend(
+        factory.dist_dir, "sdonly", "1.0", requires_dist=["dep", 'macdep; sys_platform == "darwin"']
+    )
     targets = [parse_target(LINUX), parse_target(MAC)]
     with IndexServer(factory.dist_dir) as server:
         with pytest.raises(ResolveError):  # wheels only by default

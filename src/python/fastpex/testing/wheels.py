@@ -31,6 +31,7 @@ __all__ = [
     "WheelFactory",
     "WheelSpec",
     "build_sdist",
+    "build_sdist_with_inline_backend",
     "build_wheel",
     "build_wheels",
     "escape_name",
@@ -282,6 +283,55 @@ def _tar_member(tar: tarfile.TarFile, arcname: str, data: Optional[bytes]) -> No
         info.mode = _FILE_MODE
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
+
+
+_INLINE_BACKEND = """\
+import os
+
+METADATA = {metadata!r}
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    path = os.path.join(metadata_directory, {dist_info!r})
+    os.makedirs(path)
+    with open(os.path.join(path, "METADATA"), "w") as fp:
+        fp.write(METADATA)
+    return {dist_info!r}
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("not needed for locking")
+"""
+
+
+def build_sdist_with_inline_backend(
+    dest_dir: Path, name: str, version: str, *, requires_dist: Sequence[str] = ()
+) -> Path:
+    """An sdist whose dependencies only its build backend knows: PKG-INFO (Metadata-Version
+    2.1, so not authoritative) lists none, and the backend, shipped inside the sdist (no build
+    requirements from an index), writes METADATA with `requires_dist`. A locker must build its
+    metadata to see them."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    root = f"{escape_name(name)}-{_escape_version(version)}"
+    header = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata = header + "".join(f"Requires-Dist: {r}\n" for r in requires_dist)
+    members = {
+        f"{root}/PKG-INFO": header.encode("utf-8"),
+        f"{root}/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        f"{root}/backend.py": _INLINE_BACKEND.format(metadata=metadata, dist_info=f"{root}.dist-info").encode("utf-8"),
+    }
+    path = dest_dir / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def build_sdist(

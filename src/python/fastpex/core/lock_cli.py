@@ -17,6 +17,7 @@ one-paragraph message on stderr; on any error the existing lockfile is left unto
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import contextlib
 import logging
@@ -277,8 +278,6 @@ def _replay(
             return None, {}  # the resolve reports the missing directory
     existing = None
     if args.existing_lock:
-        import hashlib
-
         existing = hashlib.sha256(Path(args.existing_lock).read_bytes()).hexdigest()
     material.update(
         requirements=list(requirements),

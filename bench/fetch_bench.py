@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import SRC, Comparison, Report, clean_env, fmt_bytes, measure, rmtree  # noqa: E402
 
 sys.path.insert(0, str(SRC))
-from fastpex.core.lockfile import load_lock  # noqa: E402
+from fastpex.core.lockfile.codec import load_lock  # noqa: E402
 try:  # the module was renamed select -> selection on 2026-11-25
-    from fastpex.core.selection import select_artifacts, targets_for  # noqa: E402
+    from fastpex.core.fetch.selection import select_artifacts, targets_for  # noqa: E402
 except ImportError:  # pragma: no cover
     from fastpex.core.select import select_artifacts, targets_for  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> int:
     best_curl = max(curls.values(), key=rate)
 
     # ------------------------------------------------------------ fastpex cold, then warm
-    default_jobs = subprocess.run([args.python, "-c", "from fastpex.core.fetch import DEFAULT_JOBS; print(DEFAULT_JOBS)"],
+    default_jobs = subprocess.run([args.python, "-c", "from fastpex.core.fetch.downloader import DEFAULT_JOBS; print(DEFAULT_JOBS)"],
                                   cwd=SRC, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
     def jobs_argv(j):

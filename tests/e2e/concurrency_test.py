@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-import fastpex.core.fetch_cli  # the CLI that part 2 runs as `python -m fastpex fetch`
+import fastpex.core.cli.fetch  # the CLI that part 2 runs as `python -m fastpex fetch`
 from e2e.scratch_repo import (
     APP,
     APP_OUT,
@@ -186,7 +186,7 @@ def test_two_pants_processes_share_the_fastpex_named_cache(tmp_path: Path, index
 def _python_with_fastpex_env() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
-    src = str(Path(fastpex.core.fetch_cli.__file__).resolve().parents[2])
+    src = str(Path(fastpex.core.cli.fetch.__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join([src, *[p for p in sys.path if p]])
     env.pop("FASTPEX_CACHE_DIR", None)
     return env

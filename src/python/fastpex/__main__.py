@@ -1,6 +1,6 @@
 """`python -m fastpex lock|fetch|pack|build`."""
 
-from fastpex.core.cli import main
+from fastpex.core.cli.main import main
 
 if __name__ == "__main__":
     main()

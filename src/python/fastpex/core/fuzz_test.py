@@ -26,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastpex.core import zipfrag
-from fastpex.core.index import IndexPageError, dist_name_version, parse_project_page, unsafe_filename_problem
-from fastpex.core.layers import LayerError, verify_wheel_zip
-from fastpex.core.metadata import (
+from fastpex.core.pack import zipfrag
+from fastpex.core.net.index import IndexPageError, dist_name_version, parse_project_page, unsafe_filename_problem
+from fastpex.core.pack.layers import LayerError, verify_wheel_zip
+from fastpex.core.lock.metadata import (
     MetadataError,
     MetadataFetcher,
     SdistMetadataError,
@@ -39,8 +39,8 @@ from fastpex.core.metadata import (
     select_metadata_entry,
     wheel_metadata_from_file,
 )
-from fastpex.core.index import ProjectFile
-from fastpex.core.zipmeta import (
+from fastpex.core.net.index import ProjectFile
+from fastpex.core.util.zipmeta import (
     ZipEntry,
     ZipFormatError,
     local_data_offset,

@@ -18,11 +18,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
-from fastpex.core.layers import CorruptWheelError, LayerError, UnsafeWheelError, build_layer, sha256_file
-from fastpex.core.metadata import MetadataError, MetadataFetcher, inflate_member
-from fastpex.core.http import HttpClient, HttpConfig
-from fastpex.core.index import IndexClient
-from fastpex.core.zipmeta import (
+from fastpex.core.pack.layers import CorruptWheelError, LayerError, UnsafeWheelError, build_layer, sha256_file
+from fastpex.core.lock.metadata import MetadataError, MetadataFetcher, inflate_member
+from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.index import IndexClient
+from fastpex.core.util.zipmeta import (
     ZipFormatError,
     local_data_offset,
     locate_central_directory,
@@ -303,7 +303,7 @@ def test_a_zip64_entry_with_a_short_extra_field_is_a_format_error() -> None:
 
 
 def test_a_tampered_fragment_index_is_refused_even_with_a_valid_crc() -> None:
-    from fastpex.core import zipfrag
+    from fastpex.core.pack import zipfrag
 
     corpus = Path(__file__).parent / "testdata" / "hostile"
     for name in ("frag-entry-outside-resealed.bin", "frag-count-lies-resealed.bin"):

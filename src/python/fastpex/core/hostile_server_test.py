@@ -23,10 +23,10 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from fastpex.core.fetch_cli import UsageError, place_into
-from fastpex.core.http import HttpClient, HttpConfig, HttpConnectionError
-from fastpex.core.index import IndexClient, IndexUnreachableError, parse_html_page, parse_json_page
-from fastpex.core.metadata import (
+from fastpex.core.cli.fetch import UsageError, place_into
+from fastpex.core.net.http import HttpClient, HttpConfig, HttpConnectionError
+from fastpex.core.net.index import IndexClient, IndexUnreachableError, parse_html_page, parse_json_page
+from fastpex.core.lock.metadata import (
     MetadataError,
     MetadataFetcher,
     MetadataInconsistentError,
@@ -325,7 +325,7 @@ def test_a_fast_stream_may_take_longer_than_the_total_timeout(hostile: HostileSe
 
 
 def test_proxy_pages_do_not_advertise_metadata_for_sdists_it_cannot_serve(tmp_path: Path) -> None:
-    from fastpex.core.proxy import IndexSpec, MetadataProxy, ProxyConfig
+    from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
 
     dists = tmp_path / "dists"
     build_wheel(dists, "dep", "1.0")
@@ -386,7 +386,7 @@ def test_a_hash_that_is_a_path_cannot_read_or_delete_files_outside_the_cache(
 def test_lock_with_allow_sdists_through_the_proxy(tmp_path: Path) -> None:
     """An sdist whose PKG-INFO is not authoritative (Metadata-Version 2.1): pip must build its
     metadata, which it only does when the proxy does not advertise a `.metadata` it would 404."""
-    from fastpex.core import lock_cli
+    from fastpex.core.cli import lock as lock_cli
 
     dists = tmp_path / "dists"
     build_wheel(dists, "dep", "1.0")

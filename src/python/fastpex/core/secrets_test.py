@@ -15,11 +15,15 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from fastpex.core import build_cli, fetch_cli, lock_cli
-from fastpex.core.http import HttpClient, HttpStatusError
-from fastpex.core.index import IndexClient, IndexClientError
-from fastpex.core.metadata import MetadataError, MetadataFetcher
-from fastpex.core.urls import authorization_for, redact, strip_credentials
+from fastpex.core.cli import build as build_cli
+
+from fastpex.core.cli import fetch as fetch_cli
+
+from fastpex.core.cli import lock as lock_cli
+from fastpex.core.net.http import HttpClient, HttpStatusError
+from fastpex.core.net.index import IndexClient, IndexClientError
+from fastpex.core.lock.metadata import MetadataError, MetadataFetcher
+from fastpex.core.util.urls import authorization_for, redact, strip_credentials
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel, sha256_file
 
@@ -204,7 +208,7 @@ def test_credentials_are_not_forwarded_to_another_host(tmp_path: Path, monkeypat
 
 def test_manifest_and_lock_json_hold_no_userinfo(server: IndexServer, tmp_path: Path, monkeypatch) -> None:
     """Even a lock made from a page whose file links carry userinfo records clean URLs."""
-    from fastpex.core.index import parse_html_page
+    from fastpex.core.net.index import parse_html_page
 
     page = parse_html_page(
         f'<a href="http://{USER}:{TOKEN}@127.0.0.1:1/files/greet-1.0-py3-none-any.whl#sha256={"a" * 64}">x</a>'.encode(),

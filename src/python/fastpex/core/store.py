@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Optional, Union
 
-from fastpex.core.cache import CacheKind, cache_dir, file_lock, fsync_dir
+from fastpex.core.util.cache import CacheKind, cache_dir, file_lock, fsync_dir
 from fastpex.core.model import Artifact
 
 __all__ = [

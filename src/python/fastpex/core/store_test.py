@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from fastpex.core.cache import CacheKind, cache_dir
+from fastpex.core.util.cache import CacheKind, cache_dir
 from fastpex.core.model import Artifact
 from fastpex.core.store import (
     ArtifactStore,

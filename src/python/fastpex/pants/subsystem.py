@@ -34,7 +34,7 @@ class FastpexSubsystem(PythonToolBase):
     default_version = "pex==2.100.7"
     default_extra_requirements: ClassVar[Sequence[str]] = ["packaging==26.4", "pip==26.3"]
     default_requirements: ClassVar[Sequence[str]] = [default_version, *default_extra_requirements]
-    default_main = EntryPoint("fastpex.core.cli", "main")
+    default_main = EntryPoint("fastpex.core.cli.main", "main")
     default_interpreter_constraints: ClassVar[Sequence[str]] = ["CPython>=3.10,<3.14"]
     register_interpreter_constraints = True
     lockfile_rules_type = LockfileRules.SIMPLE

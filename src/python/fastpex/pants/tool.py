@@ -23,8 +23,9 @@ from pants.util.logging import LogLevel
 NAMED_CACHE = "fastpex"
 NAMED_CACHE_PATH = ".cache/fastpex"
 
-# What the tool process needs of this package: the core and the `python -m fastpex` entry.
-_CORE_PACKAGES = ("", "core")
+# What the tool process needs of this package: the `python -m fastpex` entry and the whole core,
+# every subpackage included (a module left out would fail only when its stage runs).
+_TOOL_PACKAGES = ("core",)
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,21 @@ class FastpexProcess:
         )
 
 
-def _core_files() -> Tuple[FileContent, ...]:
+def _is_tool_module(relpath: Path) -> bool:
+    return not (relpath.name.endswith("_test.py") or relpath.name == "conftest.py")
+
+
+def core_files() -> Tuple[FileContent, ...]:
+    """Every non-test module of the core, recursively, plus the package's entry files."""
     root = Path(fastpex.__file__).parent
+    paths = sorted(root.glob("*.py"))
+    for package in _TOOL_PACKAGES:
+        paths.extend(sorted((root / package).rglob("*.py")))
     files = []
-    for package in _CORE_PACKAGES:
-        directory = root / package
-        for path in sorted(directory.glob("*.py")):
-            if path.name.endswith("_test.py") or path.name == "conftest.py":
-                continue
-            relpath = Path("fastpex") / package / path.name
-            files.append(FileContent(relpath.as_posix(), path.read_bytes()))
+    for path in paths:
+        relpath = path.relative_to(root)
+        if _is_tool_module(relpath):
+            files.append(FileContent((Path("fastpex") / relpath).as_posix(), path.read_bytes()))
     return tuple(files)
 
 
@@ -85,7 +91,7 @@ def _core_files() -> Tuple[FileContent, ...]:
 async def fastpex_tool_sources() -> FastpexToolSources:
     # The core ships inside the plugin: its bytes are part of the plugin's version, like the
     # resources Pants' own backends read with `read_resource`.
-    digest = await Get(Digest, CreateDigest(_core_files()))
+    digest = await Get(Digest, CreateDigest(core_files()))
     return FastpexToolSources(digest)
 
 

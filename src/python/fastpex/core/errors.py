@@ -1,0 +1,60 @@
+"""One error hierarchy for the whole core.
+
+Every error a stage raises on purpose derives from `FastpexError`, and from exactly one of its
+two kinds, which decide the CLI's exit status:
+
+- `UserError` (exit 2): the input is wrong and the user can fix it: a bad flag, requirement,
+  platform, lockfile, wheel or index URL, an unsatisfiable resolve, offline with a cold store.
+- `OperationalError` (exit 1): the input was fine but the world failed: a server error, a
+  dropped connection, a full disk, an artifact whose bytes don't match the lock.
+
+The CLI formats both the same way (`fastpex <cmd>: error: ...`, `cli/errors.py`), so a stage never
+prints its own errors. This module imports nothing else of the core.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class FastpexError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(FastpexError):
+    """Something the user can fix in what they asked for; exit status 2."""
+
+    exit_code = 2
+
+
+class OperationalError(FastpexError):
+    """The request was fine but a server, the network or the disk failed; exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A command-line mistake: a missing, malformed or contradictory flag."""
+
+
+class HashMismatchError(OperationalError):
+    """Bytes whose sha256 is not the one they must have (a download, a stored or given artifact).
+
+    The one type for every hash refusal, so callers catch one thing; `subject` names what was
+    checked (a filename or URL, never with credentials).
+    """
+
+    def __init__(self, message: str, *, subject: str = "", expected: str = "", actual: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]  # pickled across fetch worker processes
+        return (_rebuild_hash_mismatch, (str(self), self.subject, self.expected, self.actual))
+
+
+def _rebuild_hash_mismatch(message: str, subject: str, expected: str, actual: Optional[str]) -> HashMismatchError:
+    return HashMismatchError(message, subject=subject, expected=expected, actual=actual)

@@ -1,0 +1,117 @@
+"""LOCK, warm: write a stored lock again when its inputs and every index page it read are unchanged.
+
+A lock is a function of its inputs (requirements, targets, indexes, routes, options, the pip
+and fastpex code that made it) and of the upstream pages it read: metadata is keyed by artifact
+hash, which the pages carry. So a finished lock is stored under a digest of its inputs, with the
+sha256 of every raw page body the metadata proxy fetched (or "absent" for a 404). A later run
+with the same inputs fetches those pages again in parallel, hashes the bytes without parsing
+them and, when every one matches, writes the stored lock: no pip, no metadata, no page parsing.
+The check asks the index, so a new upload changes a page and the lock is resolved afresh (uv's
+warm `pip compile` is the bar here: it is HTTP-cache driven, ~2 s for ml-core on this machine).
+
+Files whose index gives no sha256 are hashed once by download and then trusted by URL, as the
+resolution cache does; an index that rewrites bytes under an unchanged URL and page is caught
+later by fetch's sha256 verification, never silently built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
+from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.index import IndexClient
+
+__all__ = ["LockReplay", "StoredLock", "code_digest"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+def code_digest() -> str:
+    """sha256 over fastpex's core sources: a code change must never replay an older lock."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        if not path.name.endswith("_test.py") and path.name != "conftest.py":
+            h.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredLock:
+    lock_text: str
+    pylock_text: Optional[str]
+    created: float  # time.time() when stored
+    pages: int
+
+
+class LockReplay:
+    """One resolve's inputs (as JSON-able `material`) -> its stored lock, if still valid."""
+
+    def __init__(self, material: Mapping[str, object], cache_root: Optional[Path]) -> None:
+        blob = json.dumps({"format": _FORMAT, "code": code_digest(), "inputs": material}, sort_keys=True)
+        self.key = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        self.path = cache_dir(CacheKind.LOCKS, cache_root) / f"{self.key}.json"
+
+    def lookup(
+        self, index_urls: Mapping[str, str], *, http_config: Optional[HttpConfig] = None, jobs: int = 16
+    ) -> Optional[StoredLock]:
+        """The stored lock, if every page it read is unchanged today; None otherwise (also on
+        any error: the full resolve will meet and report it properly)."""
+        try:
+            entry = json.loads(self.path.read_text(encoding="utf-8"))
+            pages: Dict[str, Dict[str, str]] = entry["pages"]
+            stored = StoredLock(
+                lock_text=entry["lock"],
+                pylock_text=entry.get("pylock"),
+                created=float(entry["created"]),
+                pages=sum(len(p) for p in pages.values()),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not pages or any(index not in index_urls for index in pages):
+            return None
+        checks = [(index, project, digest) for index, projects in pages.items() for project, digest in projects.items()]
+        http = HttpClient(http_config or HttpConfig(max_retries=1), configured_indexes=index_urls.values())
+        client = IndexClient(http)
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fastpex-replay") as pool:
+                now = list(pool.map(lambda c: client.page_digest(index_urls[c[0]], c[1]), checks))
+        except Exception as e:  # noqa: BLE001 - any failure means "resolve afresh"
+            logger.debug("page check for the stored lock failed (%s): resolving", e)
+            return None
+        finally:
+            http.close()
+        changed = [f"{index}:{project}" for (index, project, digest), today in zip(checks, now) if digest != today]
+        logger.debug("checked %d pages for the stored lock in %.2f s", len(checks), time.monotonic() - started)
+        if changed:
+            logger.info(
+                "%d of %d index page(s) changed since the last lock (%s%s): resolving",
+                len(changed), len(checks), ", ".join(changed[:5]), " ..." if len(changed) > 5 else "",
+            )
+            return None
+        return stored
+
+    def store(self, pages: Mapping[str, Mapping[str, str]], lock_text: str, pylock_text: Optional[str]) -> None:
+        if not any(pages.values()):
+            return
+        entry = {
+            "created": time.time(),
+            "lock": lock_text,
+            "pages": {index: dict(projects) for index, projects in pages.items()},
+            "pylock": pylock_text,
+        }
+        try:
+            write_bytes_atomically(self.path, json.dumps(entry, sort_keys=True).encode("utf-8"))
+        except OSError as e:  # a cache that can't be written only costs the next run time
+            logger.warning("could not store the lock for reuse at %s: %s", self.path, e)

@@ -15,9 +15,8 @@ in the target's `supported_tags` (most preferred first), else an sdist when allo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 
-from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
@@ -27,6 +26,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from fastpex.core.util.deps import walk
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -178,22 +178,6 @@ def select_artifacts(
 # The dependency walk
 
 
-def _environment(target: Target, extra: str = "") -> Dict[str, str]:
-    env = dict(target.marker_environment)
-    env["extra"] = extra
-    return env
-
-
-def _marker_holds(marker: Optional[Marker], target: Target, extras: Iterable[str]) -> bool:
-    """Does `marker` hold for the target with none, or any one, of `extras` active?"""
-    if marker is None:
-        return True
-    for extra in ("", *sorted(extras)):
-        if marker.evaluate(_environment(target, extra)):
-            return True
-    return False
-
-
 def _parse_requirement(raw: str, where: str) -> Requirement:
     try:
         return Requirement(raw)
@@ -210,7 +194,7 @@ def _resolve_for(lock: Lock, target: Target) -> TargetResolve:
     raise UnknownTargetError(lock, target.name)
 
 
-def _walk(lock: Lock, target: Target) -> Tuple[Dict[str, Set[str]], TargetResolve]:
+def _walk(lock: Lock, target: Target) -> Tuple[Mapping[str, FrozenSet[str]], TargetResolve]:
     """Needed distributions (canonical name -> active extras) reached from the requirements."""
     resolve = _resolve_for(lock, target)
     recorded: Dict[str, ResolvedPackage] = {
@@ -223,52 +207,33 @@ def _walk(lock: Lock, target: Target) -> Tuple[Dict[str, Set[str]], TargetResolv
             f"target `{target.name}` but lists no requirements to reach them from. The lock "
             f"is incomplete: regenerate it"
         )
-    needed: Dict[str, Set[str]] = {}
-    # Worklist of (requirement, who asked), so errors can say where an edge came from.
-    work: List[Tuple[Requirement, str]] = [
-        (_parse_requirement(raw, "top-level requirement"), "the lock's requirements")
-        for raw in lock.requirements
-    ]
-    while work:
-        req, origin = work.pop()
-        if not _marker_holds(req.marker, target, _origin_extras(origin, needed)):
-            continue
+    roots = [_parse_requirement(raw, "top-level requirement") for raw in lock.requirements]
+
+    def edges(req: Requirement, origin: Optional[str]) -> Sequence[Requirement]:
         name = canonicalize_name(req.name)
+        asker = _origin_label(origin)
         package = recorded.get(name)
         if package is None:
             raise LockInconsistencyError(
-                f"`{req}` (required by {_origin_label(origin)}) applies to target "
+                f"`{req}` (required by {asker}) applies to target "
                 f"`{target.name}`, but the lock recorded no version of `{name}` for that "
                 f"target. The lock is inconsistent: regenerate it"
             )
         if not _version_satisfies(package.version, req.specifier):
             raise LockInconsistencyError(
-                f"`{req}` (required by {_origin_label(origin)}) is not satisfied by the "
+                f"`{req}` (required by {asker}) is not satisfied by the "
                 f"version the lock recorded for target `{target.name}`: "
                 f"`{name}=={package.version}`. The lock is inconsistent: regenerate it"
             )
-        wanted = {canonicalize_name(e) for e in req.extras}
-        first_visit = name not in needed
-        have = needed.setdefault(name, set())
-        new_extras = wanted - have
-        if not first_visit and not new_extras:
-            continue
-        have |= new_extras
         dist = _distribution(lock, name, package.version, target)
-        # Re-walk every edge whenever the active extras grow: the state only grows, so this
-        # terminates, and re-reaching a satisfied edge is a no-op.
-        for raw in dist.requires_dist:
-            edge = _parse_requirement(raw, f"Requires-Dist of `{dist.name}=={dist.version}`")
-            work.append((edge, name))
+        return [_parse_requirement(raw, f"Requires-Dist of `{dist.name}=={dist.version}`") for raw in dist.requires_dist]
+
+    needed = walk(roots, target.marker_environment, edges)
     return needed, resolve
 
 
-def _origin_extras(origin: str, needed: Mapping[str, Set[str]]) -> Set[str]:
-    return set(needed.get(origin, ()))
-
-
-def _origin_label(origin: str) -> str:
-    return origin if origin.startswith("the lock") else f"`{origin}`"
+def _origin_label(origin: Optional[str]) -> str:
+    return "the lock's requirements" if origin is None else f"`{origin}`"
 
 
 def _version_satisfies(version: str, specifier: SpecifierSet) -> bool:

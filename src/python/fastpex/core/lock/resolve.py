@@ -54,11 +54,11 @@ from typing import (
     Tuple,
 )
 
-from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from fastpex.core.util.deps import marker_holds, walk
 from fastpex.core.util.cache import CacheKind, atomic_directory, cache_dir, write_bytes_atomically
 from fastpex.core.model import (
     Artifact,
@@ -985,47 +985,30 @@ def _compatible_pins(
 # Dependency edges and extras, per target
 
 
-def _marker_holds(marker: Optional[Marker], env: Mapping[str, str], extras: Iterable[str]) -> bool:
-    if marker is None:
-        return True
-    for extra in ("", *sorted(extras)):
-        e = dict(env)
-        e["extra"] = extra
-        if marker.evaluate(e):
-            return True
-    return False
+def _parsed_requires_dist(item: "ReportItem") -> List[Requirement]:
+    out = []
+    for raw in item.requires_dist:
+        try:
+            out.append(Requirement(raw))
+        except InvalidRequirement:
+            logger.warning("ignoring invalid Requires-Dist `%s` of %s", raw, item.name)
+    return out
 
 
 def _packages_for(report: TargetReport, requirements: Sequence[Requirement]) -> Tuple[ResolvedPackage, ...]:
     """Walk the edges from the requirements with the target's environment: extras + edges."""
     env = report.target.marker_environment
     items = {i.name: i for i in report.items}
-    extras: Dict[str, Set[str]] = {}
-    work: List[Tuple[Requirement, Set[str]]] = [(r, set()) for r in requirements]
-    for item in report.items:
-        if item.requested and item.requested_extras:
-            extras.setdefault(item.name, set()).update(item.requested_extras)
-    visited: Dict[str, Set[str]] = {}
-    while work:
-        req, origin_extras = work.pop()
-        if not _marker_holds(req.marker, env, origin_extras):
-            continue
-        name = canonicalize_name(req.name)
-        if name not in items:
-            continue
-        wanted = {canonicalize_name(e) for e in req.extras} | extras.get(name, set())
-        have = visited.get(name)
-        if have is not None and wanted <= have:
-            continue
-        visited[name] = (have or set()) | wanted
-        for raw in items[name].requires_dist:
-            try:
-                work.append((Requirement(raw), visited[name]))
-            except InvalidRequirement:
-                logger.warning("ignoring invalid Requires-Dist `%s` of %s", raw, name)
+    requested = {i.name: i.requested_extras for i in report.items if i.requested and i.requested_extras}
+
+    def edges(req: Requirement, origin: Optional[str]) -> Optional[List[Requirement]]:
+        item = items.get(canonicalize_name(req.name))
+        return None if item is None else _parsed_requires_dist(item)
+
+    visited = walk(requirements, env, edges, root_extras=requested)
     packages = []
     for item in report.items:
-        active = visited.get(item.name, set(item.requested_extras))
+        active = visited.get(item.name, frozenset(item.requested_extras))
         deps = set()
         for raw in item.requires_dist:
             try:
@@ -1033,7 +1016,7 @@ def _packages_for(report: TargetReport, requirements: Sequence[Requirement]) -> 
             except InvalidRequirement:
                 continue
             dep = canonicalize_name(req.name)
-            if dep in items and _marker_holds(req.marker, env, active):
+            if dep in items and marker_holds(req.marker, env, active):
                 deps.add(dep)
         packages.append(
             ResolvedPackage(

@@ -44,6 +44,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from fastpex.versions import PEX_PIP_VERSION, PEX_VERSION
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -74,9 +75,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1  # of the "fastpex" section; bump on incompatible changes
-PEX_VERSION = "2.100.7"  # the pex whose lock schema this writes (and that Pants is configured with)
-# The newest pip pex 2.100.7 knows (its `latest`); the lock's pip_version must be one pex knows.
-PEX_PIP_VERSION = "26.2.1"
 BEGIN_HEADER = "--- BEGIN PANTS LOCKFILE METADATA: DO NOT EDIT OR REMOVE ---"
 END_HEADER = "--- END PANTS LOCKFILE METADATA ---"
 _DELIMITER = "//"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastpex.core.lockfile import codec as lockfile_mod
-from fastpex.core.lockfile.codec import (
+from fastpex.core.lockfile import (
     LockfileError,
     PantsHeader,
     canonical_lock,
@@ -26,7 +26,15 @@ from fastpex.core.lockfile.codec import (
 from fastpex.core.model import Artifact, Lock, LockedDistribution, ResolvedPackage, TargetResolve
 from fastpex.core.platforms import parse_target
 
-PANTS_PYTHON = Path("/tmp/pb/pantsvenv/bin/python")
+
+
+def pants_python() -> Path:
+    """The Python of the Pants 2.17.1 venv that this repository's `./pants` launcher bootstraps
+    (CI runs `./pants` before the tests, so it exists wherever the tests run)."""
+    root = Path(os.environ.get("FASTPEX_BOOTSTRAP_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastpex-bootstrap")
+    venvs = sorted(root.glob("*/pants-2.17.1/.fastpex-bootstrap-complete"))
+    assert venvs, f"no Pants 2.17.1 venv under {root}: run ./pants once first"
+    return venvs[-1].parent / "bin" / "python"
 LINUX = parse_target("linux_x86_64-cp311")
 MAC = parse_target("macosx_arm64-cp311")
 LINUX312 = parse_target("linux_x86_64-cp312")
@@ -127,7 +135,6 @@ def test_header_matches_pants_format():
     assert pants_requirement("Django @ https://x/y.whl ; os_name=='posix'") == 'Django@ https://x/y.whl ; os_name == "posix"'
 
 
-@pytest.mark.skipif(not PANTS_PYTHON.exists(), reason="the Pants 2.17.1 venv is not installed")
 def test_pants_reads_and_accepts_the_header(tmp_path):
     reqs = ['Foo[b,a]>=1,<2; python_version>"3"', "torch==2.9.1", "Django@ https://x/y.whl", "requests [socks] >= 2"]
     lock = Lock(**{**sample_lock().__dict__, "requirements": tuple(reqs)})
@@ -156,7 +163,7 @@ theirs = md.add_header_to_lockfile(b"{}", regenerate_command="pants generate-loc
 print(json.dumps({"failures": sorted(r.value for r in ok.failure_reasons), "same": theirs.split(b"\n{", 1)[0] == ours}))
 """
     out = subprocess.run(
-        [str(PANTS_PYTHON), "-c", script, str(path), json.dumps(reqs)],
+        [str(pants_python()), "-c", script, str(path), json.dumps(reqs)],
         capture_output=True,
         text=True,
         cwd=str(tmp_path),

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 CACHE_DIR_ENV = "FASTPEX_CACHE_DIR"
 
@@ -126,17 +126,36 @@ def atomic_directory(final: Path, produce: Callable[[Path], None]) -> Path:
     return final
 
 
-def write_bytes_atomically(final: Path, data: bytes) -> Path:
-    """Replace `final` with `data` (last writer wins; readers see old or new, never partial)."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomically(final: Union[str, Path], data: bytes) -> Path:
+    """Replace `final` with `data`: a sibling temp file, fsynced, renamed over it.
+
+    Last writer wins; readers see the old or the new file, never a partial one; on any error
+    the old file is untouched. The new file keeps the old one's permissions (else 0666 minus
+    the umask, like `open`), so rewriting a user's lockfile doesn't change its mode.
+    """
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as fp:
             fp.write(data)
             fp.flush()
+            mode = final.stat().st_mode & 0o7777 if final.exists() else 0o666 & ~_umask()
+            os.fchmod(fp.fileno(), mode)
             os.fsync(fp.fileno())
         os.replace(tmp_name, final)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return final
+
+
+def write_text_atomically(final: Union[str, Path], text: str) -> Path:
+    """`write_bytes_atomically` of `text` in UTF-8."""
+    return write_bytes_atomically(final, text.encode("utf-8"))

@@ -1,7 +1,9 @@
 """fastpex: a Pants backend that locks, fetches and packs large Python dependency sets fast."""
 
-from fastpex.pants import claim_resolves, dependency_inference, lockfiles, package, subsystem, tool
+from fastpex.pants.goals import claim_resolves, lockfiles, package
+from fastpex.pants.subsystems import fastpex
 from fastpex.pants.target_types import FastpexBinary
+from fastpex.pants.util_rules import dependency_inference, tool
 
 claim_resolves.install(lockfiles.RequestedFastpexResolveNames)
 
@@ -11,7 +13,7 @@ def rules():
         *dependency_inference.rules(),
         *lockfiles.rules(),
         *package.rules(),
-        *subsystem.rules(),
+        *fastpex.rules(),
         *tool.rules(),
     ]
 

@@ -38,7 +38,7 @@ from pants.util.strutil import help_text
 
 class FastpexEntryPointField(EntryPointField):
     # Not `PexEntryPointField`: that would make the builtin `pex_binary` packaging claim this
-    # target too. Dependency inference from it is `fastpex.pants.dependency_inference`.
+    # target too. Dependency inference from it is `fastpex.pants.util_rules.dependency_inference`.
     pass
 
 

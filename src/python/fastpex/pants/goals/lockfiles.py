@@ -3,7 +3,8 @@
 Resolve names are global in Pants 2.17, and the lock must serve Pants' own python goals too, so
 fastpex does not invent new names: it claims the `[python].resolves` listed in
 `[fastpex].resolves` and writes their lockfiles in the format the python backend reads. The
-handover of those names from the python backend to fastpex is `claim_resolves.py`.
+handover of those names from the python backend to fastpex is `claim_resolves.py`; the
+command line is `lock_argv`, a pure function of the resolve and the `[fastpex]` options.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-from fastpex.pants.subsystem import FastpexSubsystem
-from fastpex.pants.tool import FastpexProcess
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.util_rules.tool import FastpexProcess
 from pants.backend.python.pip_requirement import PipRequirement
 from pants.backend.python.subsystems.repos import PythonRepos
 from pants.backend.python.subsystems.setup import PythonSetup
@@ -31,12 +32,18 @@ from pants.core.goals.generate_lockfiles import (
     RequestedUserResolveNames,
     UserGenerateLockfiles,
 )
-from pants.engine.fs import CreateDigest, Digest, DigestContents, FileContent, PathGlobs
+from pants.engine.fs import (
+    CreateDigest,
+    Digest,
+    DigestContents,
+    FileContent,
+    GlobMatchErrorBehavior,
+    PathGlobs,
+)
 from pants.engine.process import ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import AllTargets
 from pants.engine.unions import UnionRule
-from pants.engine.fs import GlobMatchErrorBehavior
 from pants.util.docutil import bin_name
 from pants.util.logging import LogLevel
 from pants.util.strutil import softwrap
@@ -141,9 +148,77 @@ async def setup_fastpex_lockfile_requests(
     return UserGenerateLockfiles(requests)
 
 
-def _strip_header(content: bytes) -> bytes:
-    lines = content.splitlines(keepends=True)
-    return b"".join(line for line in lines if not line.startswith(b"//"))
+def lock_argv(
+    request: GenerateFastpexLockfile,
+    fastpex: FastpexSubsystem,
+    python_repos: PythonRepos,
+    *,
+    has_existing_lock: bool,
+) -> Tuple[str, ...]:
+    """The `fastpex lock` command line for one resolve: the options say how, the request what."""
+    argv = [
+        "lock",
+        "--resolve",
+        request.resolve_name,
+        "--output",
+        LOCK_OUTPUT,
+        "--pylock-output",
+        PYLOCK_OUTPUT,
+        # Pants writes its own header (below), from the resolve's settings.
+        "--no-header",
+        "--metadata-jobs",
+        str(fastpex.metadata_jobs),
+    ]
+    for requirement in request.requirements:
+        argv.extend(["--requirement", requirement])
+    for target in request.targets:
+        argv.extend(["--target", target])
+    for constraint in request.interpreter_constraints:
+        argv.extend(["--interpreter-constraint", str(constraint)])
+    names = list(fastpex.index_names)
+    for i, index in enumerate(fastpex.indexes or python_repos.indexes):
+        name = names[i] if i < len(names) else f"index{i}"
+        argv.extend(["--index", f"{name}={index}"])
+    for link in fastpex.find_links or python_repos.find_links:
+        argv.extend(["--find-links", link])
+    for route in fastpex.routes:
+        argv.extend(["--route", route])
+    if fastpex.upload_cutoff:
+        argv.extend(["--upload-cutoff", fastpex.upload_cutoff])
+    if fastpex.allow_sdists:
+        argv.append("--allow-sdists")
+    if not fastpex.reuse_unchanged_locks:
+        argv.append("--no-reuse")
+    # The current lockfile (if any) goes in as a hint: its projects' pages are fetched before
+    # pip asks. Its pins are kept only for a minimal re-lock (`[fastpex].upgrade`).
+    if has_existing_lock:
+        argv.extend(["--hint-lock", EXISTING_LOCK])
+        if fastpex.upgrade:
+            argv.extend(["--existing-lock", EXISTING_LOCK])
+    for project in fastpex.upgrade:
+        argv.extend(["--upgrade", project])
+    return tuple(argv)
+
+
+def pants_lockfile(
+    request: GenerateFastpexLockfile, body: bytes, *, manylinux: Optional[str], regenerate_command: str
+) -> bytes:
+    """The lock body under the `//` header Pants' python goals check against the resolve."""
+    metadata = PythonLockfileMetadata.new(
+        valid_for_interpreter_constraints=request.interpreter_constraints,
+        requirements={
+            PipRequirement.parse(
+                r,
+                description_of_origin=f"the lockfile {request.lockfile_dest} for the resolve {request.resolve_name}",
+            )
+            for r in request.requirements
+        },
+        manylinux=manylinux,
+        requirement_constraints=set(),
+        only_binary=set(),
+        no_binary=set(),
+    )
+    return metadata.add_header_to_lockfile(body, regenerate_command=regenerate_command, delimeter="//")
 
 
 @rule(desc="Generate a lockfile with fastpex", level=LogLevel.DEBUG)
@@ -154,63 +229,17 @@ async def generate_fastpex_lockfile(
     python_setup: PythonSetup,
     generate_lockfiles_subsystem: GenerateLockfilesSubsystem,
 ) -> GenerateLockfileResult:
-    indexes = fastpex.indexes or python_repos.indexes
-    find_links = fastpex.find_links or python_repos.find_links
-
-    argv = [
-        "lock",
-        "--resolve",
-        req.resolve_name,
-        "--output",
-        LOCK_OUTPUT,
-        "--pylock-output",
-        PYLOCK_OUTPUT,
-        "--metadata-jobs",
-        str(fastpex.metadata_jobs),
-    ]
-    for requirement in req.requirements:
-        argv.extend(["--requirement", requirement])
-    for target in req.targets:
-        argv.extend(["--target", target])
-    for constraint in req.interpreter_constraints:
-        argv.extend(["--interpreter-constraint", str(constraint)])
-    names = list(fastpex.index_names)
-    for i, index in enumerate(indexes):
-        name = names[i] if i < len(names) else f"index{i}"
-        argv.extend(["--index", f"{name}={index}"])
-    for link in find_links:
-        argv.extend(["--find-links", link])
-    for route in fastpex.routes:
-        argv.extend(["--route", route])
-    if fastpex.upload_cutoff:
-        argv.extend(["--upload-cutoff", fastpex.upload_cutoff])
-    if fastpex.allow_sdists:
-        argv.append("--allow-sdists")
-    if not fastpex.reuse_unchanged_locks:
-        argv.append("--no-reuse")
-
-    # The current lockfile (if any) goes in as a hint: its projects' pages are fetched before
-    # pip asks. Its pins are kept only for a minimal re-lock (`[fastpex].upgrade`).
     existing = await Get(
-        Digest,
+        DigestContents,
         PathGlobs([req.lockfile_dest], glob_match_error_behavior=GlobMatchErrorBehavior.ignore),
     )
-    contents = await Get(DigestContents, Digest, existing)
     input_digest = None
-    if contents:
-        input_digest = await Get(
-            Digest, CreateDigest([FileContent(EXISTING_LOCK, contents[0].content)])
-        )
-        argv.extend(["--hint-lock", EXISTING_LOCK])
-        if fastpex.upgrade:
-            argv.extend(["--existing-lock", EXISTING_LOCK])
-    for project in fastpex.upgrade:
-        argv.extend(["--upgrade", project])
-
+    if existing:
+        input_digest = await Get(Digest, CreateDigest([FileContent(EXISTING_LOCK, existing[0].content)]))
     result = await Get(
         ProcessResult,
         FastpexProcess.create(
-            argv,
+            lock_argv(req, fastpex, python_repos, has_existing_lock=bool(existing)),
             description=f"Lock the resolve `{req.resolve_name}` with fastpex for {', '.join(req.targets)}",
             input_digest=input_digest,
             output_files=(LOCK_OUTPUT, PYLOCK_OUTPUT),
@@ -220,38 +249,17 @@ async def generate_fastpex_lockfile(
         ),
     )
     outputs = {fc.path: fc.content for fc in await Get(DigestContents, Digest, result.output_digest)}
-
-    metadata = PythonLockfileMetadata.new(
-        valid_for_interpreter_constraints=req.interpreter_constraints,
-        requirements={
-            PipRequirement.parse(
-                r,
-                description_of_origin=f"the lockfile {req.lockfile_dest} for the resolve {req.resolve_name}",
-            )
-            for r in req.requirements
-        },
+    lockfile = pants_lockfile(
+        req,
+        outputs[LOCK_OUTPUT],
         manylinux=python_setup.manylinux,
-        requirement_constraints=set(),
-        only_binary=set(),
-        no_binary=set(),
-    )
-    lockfile = metadata.add_header_to_lockfile(
-        _strip_header(outputs[LOCK_OUTPUT]),
         regenerate_command=(
             generate_lockfiles_subsystem.custom_command
             or f"{bin_name()} generate-lockfiles --resolve={req.resolve_name}"
         ),
-        delimeter="//",
     )
-    digest = await Get(
-        Digest,
-        CreateDigest(
-            [
-                FileContent(req.lockfile_dest, lockfile),
-                FileContent(pylock_path(req.lockfile_dest, req.resolve_name), outputs[PYLOCK_OUTPUT]),
-            ]
-        ),
-    )
+    pylock = FileContent(pylock_path(req.lockfile_dest, req.resolve_name), outputs[PYLOCK_OUTPUT])
+    digest = await Get(Digest, CreateDigest([FileContent(req.lockfile_dest, lockfile), pylock]))
     return GenerateLockfileResult(digest, req.resolve_name, req.lockfile_dest, diff=None)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterable, Tuple
 
-from fastpex.pants.subsystem import FastpexSubsystem
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.target_types import (
     FastpexBinaryDependenciesField,
     FastpexCompressionLevelField,
@@ -21,7 +22,7 @@ from fastpex.pants.target_types import (
     FastpexLayoutField,
     FastpexTargetsField,
 )
-from fastpex.pants.tool import FastpexProcess
+from fastpex.pants.util_rules.tool import FastpexProcess
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
     InterpreterConstraintsField,
@@ -67,6 +68,20 @@ SOURCES_DIR = "__fastpex_srcs"
 LOCK_DIR = "__fastpex_lock"
 
 
+class FastpexPackageError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class FastpexBuildInputs:
+    """What a build reads: the resolved entry point, the requirements, the lockfile, the sources."""
+
+    entry_point: ResolvedPexEntryPoint
+    requirements: Tuple[str, ...]
+    lock: Digest  # the resolve's lockfile under `LOCK_DIR`
+    lock_and_sources: Digest  # that, plus the stripped first-party sources under `SOURCES_DIR`
+
+
 @dataclass(frozen=True)
 class FastpexBinaryFieldSet(PackageFieldSet):
     required_fields = (FastpexEntryPointField, FastpexLayoutField)
@@ -88,51 +103,142 @@ class FastpexBinaryFieldSet(PackageFieldSet):
     shebang: PexShebangField
     include_tools: FastpexIncludeToolsField
 
+    def output_file(self) -> str:
+        return self.output_path.value_or_default(file_ending="pex")
 
-class FastpexPackageError(Exception):
-    pass
-
-
-@rule(level=LogLevel.DEBUG)
-async def package_fastpex_binary(
-    field_set: FastpexBinaryFieldSet,
-    fastpex: FastpexSubsystem,
-    python_setup: PythonSetup,
-) -> BuiltPackage:
-    resolve = field_set.resolve.normalized_value(python_setup)
-    lockfile_path = python_setup.resolves[resolve]
-    if resolve not in fastpex.resolves:
-        raise FastpexPackageError(
-            softwrap(
-                f"""
-                {field_set.address} uses the resolve `{resolve}`, whose lockfile fastpex does not
-                manage. Add `{resolve}` to `[fastpex].resolves` in pants.toml and run
-                `pants generate-lockfiles --resolve={resolve}`.
-                """
+    def checked_resolve(self, fastpex: FastpexSubsystem, python_setup: PythonSetup) -> str:
+        """The target's resolve, if fastpex can build from it; else an error that says how."""
+        resolve = self.resolve.normalized_value(python_setup)
+        if resolve not in fastpex.resolves:
+            raise FastpexPackageError(
+                softwrap(
+                    f"""
+                    {self.address} uses the resolve `{resolve}`, whose lockfile fastpex does not
+                    manage. Add `{resolve}` to `[fastpex].resolves` in pants.toml and run
+                    `pants generate-lockfiles --resolve={resolve}`.
+                    """
+                )
             )
+        if self.entry_point.value is not None and self.script.value is not None:
+            raise FastpexPackageError(
+                f"{self.address} sets both `entry_point` and `script`: keep one of them."
+            )
+        return resolve
+
+    def dependencies_argv(
+        self, fastpex: FastpexSubsystem, python_setup: PythonSetup, requirements: Iterable[str]
+    ) -> Tuple[str, ...]:
+        """The `fastpex build` arguments the dependencies depend on: the lock and its subset, the
+        targets, the layout."""
+        resolve = self.resolve.normalized_value(python_setup)
+        constraints = self.interpreter_constraints.value or python_setup.resolves_to_interpreter_constraints.get(
+            resolve, python_setup.interpreter_constraints
         )
-    if field_set.entry_point.value is not None and field_set.script.value is not None:
-        raise FastpexPackageError(
-            f"{field_set.address} sets both `entry_point` and `script`: keep one of them."
+        compression = self.compression_level.value
+        argv = [
+            "build",
+            "--lock",
+            os.path.join(LOCK_DIR, python_setup.resolves[resolve]),
+            "--layout",
+            self.layout.value,
+            "--output",
+            self.output_file(),
+            "--compress-level",
+            str(fastpex.compression_level if compression is None else compression),
+        ]
+        if fastpex.fetch_jobs is not None:
+            argv.extend(["--fetch-jobs", str(fastpex.fetch_jobs)])
+        for target in self.targets.value or ():
+            argv.extend(["--target", target])
+        for requirement in sorted(requirements):
+            argv.extend(["--requirement", requirement])
+        for constraint in constraints:
+            argv.extend(["--interpreter-constraint", constraint])
+        if self.execution_mode.value == "venv":
+            argv.append("--venv")
+        if self.include_tools.value:
+            argv.append("--include-tools")
+        if fastpex.offline:
+            argv.append("--offline")
+        return tuple(argv)
+
+    def application_argv(self, entry_point: ResolvedPexEntryPoint) -> Tuple[str, ...]:
+        """The `fastpex build` arguments only the application part depends on."""
+        argv = [
+            "--sources",
+            SOURCES_DIR,
+            "--inherit-path",
+            self.inherit_path.value or "false",
+            "--shebang",
+            self.shebang.value or "#!/usr/bin/env python3",
+        ]
+        if entry_point.val is not None:
+            argv.extend(["--entry-point", entry_point.val.spec])
+        if self.script.value is not None:
+            argv.extend(["--script", self.script.value.name])
+        for key, value in sorted((self.env.value or {}).items()):
+            argv.extend(["--inject-env", f"{key}={value}"])
+        for arg in self.args.value or ():
+            argv.extend(["--inject-arg", arg])
+        if not self.strip_env.value:
+            argv.append("--no-strip-pex-env")
+        return tuple(argv)
+
+    def build_processes(
+        self, inputs: FastpexBuildInputs, fastpex: FastpexSubsystem, python_setup: PythonSetup
+    ) -> Tuple[FastpexProcess, ...]:
+        """One process for a zipapp. A directory layout is two whose outputs never overlap: the
+        dependencies (the same after a source change, so Pants' process cache replays them
+        without capturing gigabytes again) and the application part."""
+        deps = self.dependencies_argv(fastpex, python_setup, inputs.requirements)
+        app = self.application_argv(inputs.entry_point)
+        output, layout = self.output_file(), self.layout.value
+        if layout == "zipapp":
+            return (
+                FastpexProcess.create(
+                    deps + app,
+                    description=f"Build {output} with fastpex ({layout})",
+                    input_digest=inputs.lock_and_sources,
+                    output_files=(output,),
+                ),
+            )
+        return (
+            FastpexProcess.create(
+                deps + ("--part", "deps"),
+                description=f"Build the dependencies of {output} with fastpex ({layout})",
+                input_digest=inputs.lock,
+                output_directories=(output,),
+            ),
+            FastpexProcess.create(
+                deps + app + ("--part", "app"),
+                description=f"Build {output} with fastpex ({layout}, application part)",
+                input_digest=inputs.lock_and_sources,
+                output_directories=(output,),
+            ),
         )
 
+
+@rule(desc="Collect the inputs of a fastpex build", level=LogLevel.DEBUG)
+async def collect_fastpex_build_inputs(
+    field_set: FastpexBinaryFieldSet, python_setup: PythonSetup
+) -> FastpexBuildInputs:
+    resolve = field_set.resolve.normalized_value(python_setup)
+    lockfile = python_setup.resolves[resolve]
+    lockfile_glob = PathGlobs(
+        [lockfile],
+        glob_match_error_behavior=GlobMatchErrorBehavior.error,
+        conjunction=GlobExpansionConjunction.all_match,
+        description_of_origin=softwrap(
+            f"""
+            the lockfile of the resolve `{resolve}` used by {field_set.address} (run
+            `pants generate-lockfiles --resolve={resolve}` to create it)
+            """
+        ),
+    )
     entry_point, transitive, lock_digest = await MultiGet(
         Get(ResolvedPexEntryPoint, ResolvePexEntryPointRequest(field_set.entry_point)),
         Get(TransitiveTargets, TransitiveTargetsRequest([field_set.address])),
-        Get(
-            Digest,
-            PathGlobs(
-                [lockfile_path],
-                glob_match_error_behavior=GlobMatchErrorBehavior.error,
-                conjunction=GlobExpansionConjunction.all_match,
-                description_of_origin=softwrap(
-                    f"""
-                    the lockfile of the resolve `{resolve}` used by {field_set.address} (run
-                    `pants generate-lockfiles --resolve={resolve}` to create it)
-                    """
-                ),
-            ),
-        ),
+        Get(Digest, PathGlobs, lockfile_glob),
     )
     sources = await Get(
         StrippedPythonSourceFiles,
@@ -142,102 +248,27 @@ async def package_fastpex_binary(
         Get(Digest, AddPrefix(sources.stripped_source_files.snapshot.digest, SOURCES_DIR)),
         Get(Digest, AddPrefix(lock_digest, LOCK_DIR)),
     )
-    input_digest = await Get(Digest, MergeDigests([sources_digest, lock_in]))
-
+    lock_and_sources = await Get(Digest, MergeDigests([sources_digest, lock_in]))
     requirements = PexRequirements.req_strings_from_requirement_fields(
         tgt[PythonRequirementsField]
         for tgt in transitive.closure
         if tgt.has_field(PythonRequirementsField)
     )
-    output_path = field_set.output_path.value_or_default(file_ending="pex")
-    layout = field_set.layout.value
-    constraints = field_set.interpreter_constraints.value or python_setup.resolves_to_interpreter_constraints.get(
-        resolve, python_setup.interpreter_constraints
-    )
-    compression = field_set.compression_level.value
-    # What the dependencies depend on: the lock and its subset, the targets, the layout.
-    deps_argv = [
-        "build",
-        "--lock",
-        os.path.join(LOCK_DIR, lockfile_path),
-        "--layout",
-        layout,
-        "--output",
-        output_path,
-        "--compress-level",
-        str(fastpex.compression_level if compression is None else compression),
-    ]
-    if fastpex.fetch_jobs is not None:
-        deps_argv.extend(["--fetch-jobs", str(fastpex.fetch_jobs)])
-    for target in field_set.targets.value or ():
-        deps_argv.extend(["--target", target])
-    for requirement in sorted(requirements):
-        deps_argv.extend(["--requirement", requirement])
-    for constraint in constraints:
-        deps_argv.extend(["--python-constraint", constraint])
-    if field_set.execution_mode.value == "venv":
-        deps_argv.append("--venv")
-    if field_set.include_tools.value:
-        deps_argv.append("--include-tools")
-    if fastpex.offline:
-        deps_argv.append("--offline")
-    # What only the application part depends on.
-    app_args = [
-        "--sources",
-        SOURCES_DIR,
-        "--inherit-path",
-        field_set.inherit_path.value or "false",
-        "--shebang",
-        field_set.shebang.value or "#!/usr/bin/env python3",
-    ]
-    if entry_point.val is not None:
-        app_args.extend(["--entry-point", entry_point.val.spec])
-    if field_set.script.value is not None:
-        app_args.extend(["--script", field_set.script.value.name])
-    for key, value in sorted((field_set.env.value or {}).items()):
-        app_args.extend(["--inject-env", f"{key}={value}"])
-    for arg in field_set.args.value or ():
-        app_args.extend(["--inject-arg", arg])
-    if not field_set.strip_env.value:
-        app_args.append("--no-strip-pex-env")
+    return FastpexBuildInputs(entry_point, tuple(sorted(requirements)), lock_in, lock_and_sources)
 
-    if layout == "zipapp":
-        result = await Get(
-            ProcessResult,
-            FastpexProcess.create(
-                deps_argv + app_args,
-                description=f"Build {output_path} with fastpex ({layout})",
-                input_digest=input_digest,
-                output_files=(output_path,),
-            ),
-        )
-        return BuiltPackage(result.output_digest, (BuiltPackageArtifact(output_path),))
 
-    # A directory layout is two processes whose outputs never overlap: the dependencies (the
-    # same after a source change, so Pants' process cache replays them without capturing
-    # gigabytes again) and the application part. Both are pure functions of their inputs.
-    deps_result, app_result = await MultiGet(
-        Get(
-            ProcessResult,
-            FastpexProcess.create(
-                deps_argv + ["--part", "deps"],
-                description=f"Build the dependencies of {output_path} with fastpex ({layout})",
-                input_digest=lock_in,
-                output_directories=(output_path,),
-            ),
-        ),
-        Get(
-            ProcessResult,
-            FastpexProcess.create(
-                deps_argv + app_args + ["--part", "app"],
-                description=f"Build {output_path} with fastpex ({layout}, application part)",
-                input_digest=input_digest,
-                output_directories=(output_path,),
-            ),
-        ),
+@rule(desc="Package a fastpex_binary", level=LogLevel.DEBUG)
+async def package_fastpex_binary(
+    field_set: FastpexBinaryFieldSet, fastpex: FastpexSubsystem, python_setup: PythonSetup
+) -> BuiltPackage:
+    field_set.checked_resolve(fastpex, python_setup)
+    inputs = await Get(FastpexBuildInputs, FastpexBinaryFieldSet, field_set)
+    results = await MultiGet(
+        Get(ProcessResult, FastpexProcess, process)
+        for process in field_set.build_processes(inputs, fastpex, python_setup)
     )
-    digest = await Get(Digest, MergeDigests([deps_result.output_digest, app_result.output_digest]))
-    return BuiltPackage(digest, (BuiltPackageArtifact(output_path),))
+    digest = await Get(Digest, MergeDigests(result.output_digest for result in results))
+    return BuiltPackage(digest, (BuiltPackageArtifact(field_set.output_file()),))
 
 
 def rules():

@@ -2,13 +2,14 @@
 
 fastpex's core runs as a Python tool (like black or pytest in Pants): its requirements come
 from the lockfile shipped with this plugin unless `[fastpex].install_from_resolve` says
-otherwise; its own sources are added by `fastpex.pants.tool`.
+otherwise; its own sources are added by `fastpex.pants.util_rules.tool`.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Sequence
 
+from fastpex.versions import PEX_VERSION
 from pants.backend.python.subsystems.python_tool_base import PythonToolBase
 from pants.backend.python.target_types import EntryPoint
 from pants.backend.python.util_rules.lockfile import LockfileRules
@@ -31,7 +32,7 @@ class FastpexSubsystem(PythonToolBase):
     )
 
     # The core's runtime: `pex` provides the PEX runtime and PEX-INFO, `pip` resolves.
-    default_version = "pex==2.100.7"
+    default_version = f"pex=={PEX_VERSION}"
     default_extra_requirements: ClassVar[Sequence[str]] = ["packaging==26.4", "pip==26.3"]
     default_requirements: ClassVar[Sequence[str]] = [default_version, *default_extra_requirements]
     default_main = EntryPoint("fastpex.core.cli.main", "main")

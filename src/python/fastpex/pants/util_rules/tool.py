@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Tuple
 
 import fastpex
-from fastpex.pants.subsystem import FastpexSubsystem
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from pants.backend.python.util_rules.pex import PexRequest, VenvPex, VenvPexProcess
 from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import Process, ProcessCacheScope
@@ -73,9 +73,10 @@ def _is_tool_module(relpath: Path) -> bool:
     return not (relpath.name.endswith("_test.py") or relpath.name == "conftest.py")
 
 
-def core_files() -> Tuple[FileContent, ...]:
-    """Every non-test module of the core, recursively, plus the package's entry files."""
-    root = Path(fastpex.__file__).parent
+def core_files(root: Optional[Path] = None) -> Tuple[FileContent, ...]:
+    """Every non-test module of the core, recursively, plus the package's entry files, from the
+    `fastpex` package at `root` (default: the one this plugin was imported from)."""
+    root = root or Path(fastpex.__file__).parent
     paths = sorted(root.glob("*.py"))
     for package in _TOOL_PACKAGES:
         paths.extend(sorted((root / package).rglob("*.py")))

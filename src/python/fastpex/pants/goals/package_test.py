@@ -1,0 +1,330 @@
+"""The `fastpex build` command lines a `fastpex_binary` turns into, field by field and option by
+option, and the processes `pants package` runs through the real engine."""
+
+from __future__ import annotations
+
+from textwrap import dedent
+from typing import Dict, List, Tuple, Union
+
+import pytest
+
+from fastpex.pants.goals import package
+from fastpex.pants.goals.package import (
+    LOCK_DIR,
+    SOURCES_DIR,
+    FastpexBinaryFieldSet,
+    FastpexBuildInputs,
+    FastpexPackageError,
+)
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.target_types import FastpexBinary
+from fastpex.pants.util_rules.tool import FastpexProcess
+from pants.backend.python import target_types_rules
+from pants.backend.python.subsystems.setup import PythonSetup
+from pants.backend.python.target_types import (
+    EntryPoint,
+    PythonRequirementTarget,
+    PythonSourcesGeneratorTarget,
+    ResolvedPexEntryPoint,
+)
+from pants.backend.python.util_rules import python_sources
+from pants.core.goals.package import BuiltPackage
+from pants.core.target_types import rules as core_target_types_rules
+from pants.engine.addresses import Address
+from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
+from pants.engine.process import Process
+from pants.engine.rules import rule
+from pants.testutil.rule_runner import QueryRule, RuleRunner
+
+LOCKFILE = "3rdparty/examples.lock"
+Expected = Union[str, bool, None, List[str]]
+LOCK = f"{LOCK_DIR}/{LOCKFILE}"
+LOCK_ONLY = Digest("1" * 64, 1)
+LOCK_AND_SOURCES = Digest("2" * 64, 2)
+
+# Stands in for the tool PEX: writes its argv and the files it was given to its output, so the
+# test sees exactly what the real process would have been asked to do.
+_RECORD_ARGV = dedent(
+    """\
+    out=""; part=all; prev=""
+    for a in "$@"; do
+      [ "$prev" = --output ] && out="$a"
+      [ "$prev" = --part ] && part="$a"
+      prev="$a"
+    done
+    inputs=$(find . -type f | sort)
+    if [ "$part" = all ]; then mkdir -p "$(dirname "$out")"; f="$out"; else mkdir -p "$out"; f="$out/$part"; fi
+    { printf '%s\\n' "$@"; echo ---; echo "$inputs"; } > "$f"
+    """
+)
+
+
+@rule
+async def record_fastpex_argv(request: FastpexProcess) -> Process:
+    return Process(
+        argv=("/bin/sh", "-c", _RECORD_ARGV, "fastpex", *request.argv),
+        description=request.description,
+        input_digest=request.input_digest or EMPTY_DIGEST,
+        output_files=request.output_files,
+        output_directories=request.output_directories,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.fixture(scope="module")
+def rule_runner() -> RuleRunner:
+    runner = RuleRunner(
+        rules=[
+            *package.rules(),
+            *target_types_rules.rules(),
+            *python_sources.rules(),
+            *core_target_types_rules(),
+            record_fastpex_argv,
+            QueryRule(BuiltPackage, [FastpexBinaryFieldSet]),
+            QueryRule(FastpexSubsystem, []),
+            QueryRule(PythonSetup, []),
+            QueryRule(DigestContents, [Digest]),
+        ],
+        target_types=[FastpexBinary, PythonSourcesGeneratorTarget, PythonRequirementTarget],
+    )
+    runner.write_files(
+        {
+            LOCKFILE: "{}",
+            "3rdparty/BUILD": dedent(
+                """\
+                python_requirement(name="torch", requirements=["torch==2.5.1"], resolve="examples")
+                python_requirement(name="numpy", requirements=["numpy>=2"], resolve="examples")
+                """
+            ),
+            "src/app/main.py": "import torch\n",
+            "src/app/data.txt": "not a source\n",
+            "src/app/BUILD": dedent(
+                """\
+                python_sources(resolve="examples", dependencies=["3rdparty:torch", "3rdparty:numpy"])
+                fastpex_binary(name="bin", entry_point="app.main:main", resolve="examples", dependencies=[":app"])
+                fastpex_binary(name="packed", entry_point="app.main:main", resolve="examples", layout="packed", dependencies=[":app"])
+                fastpex_binary(name="script", script="gunicorn", resolve="examples")
+                fastpex_binary(name="both", entry_point="app.main", script="gunicorn", resolve="examples")
+                fastpex_binary(name="dev", entry_point="app.main", resolve="python-default")
+                """
+            ),
+        }
+    )
+    return runner
+
+
+def configure(rule_runner: RuleRunner, *options: str) -> Tuple[FastpexSubsystem, PythonSetup]:
+    rule_runner.set_options(
+        [
+            "--source-root-patterns=['src']",
+            "--python-enable-resolves",
+            f"--python-resolves={{'examples': '{LOCKFILE}', 'python-default': 'default.lock'}}",
+            "--python-interpreter-constraints=['CPython==3.11.*']",
+            "--fastpex-resolves=['examples']",
+            # Dependencies are explicit here; inference would parse with a downloaded pex.
+            "--no-python-infer-imports",
+            "--python-infer-use-rust-parser",
+            *options,
+        ]
+    )
+    return rule_runner.request(FastpexSubsystem, []), rule_runner.request(PythonSetup, [])
+
+
+def field_set(rule_runner: RuleRunner, build: str) -> FastpexBinaryFieldSet:
+    rule_runner.write_files({"src/adhoc/BUILD": dedent(build)})
+    return FastpexBinaryFieldSet.create(rule_runner.get_target(Address("src/adhoc", target_name="t")))
+
+
+def entry(spec: str) -> ResolvedPexEntryPoint:
+    return ResolvedPexEntryPoint(EntryPoint.parse(spec), file_name_used=False)
+
+
+NO_ENTRY = ResolvedPexEntryPoint(None, file_name_used=False)
+DEFAULT_DEPS = (
+    "build", "--lock", LOCK, "--layout", "zipapp", "--output", "src.adhoc/t.pex",
+    "--compress-level", "6",
+)  # fmt: skip
+DEFAULT_APP = (
+    "--sources", SOURCES_DIR, "--inherit-path", "false", "--shebang", "#!/usr/bin/env python3",
+)  # fmt: skip
+
+
+def test_defaults(rule_runner: RuleRunner) -> None:
+    fastpex, python_setup = configure(rule_runner)
+    fs = field_set(rule_runner, 'fastpex_binary(name="t", entry_point="app.main", resolve="examples")')
+    assert fs.dependencies_argv(fastpex, python_setup, ["b", "a"]) == (
+        *DEFAULT_DEPS,
+        "--requirement", "a", "--requirement", "b",
+        # The resolve's interpreter constraints when the target sets none.
+        "--interpreter-constraint", "CPython==3.11.*",
+        "--include-tools",
+    )  # fmt: skip
+    assert fs.application_argv(entry("app.main")) == (*DEFAULT_APP, "--entry-point", "app.main")
+
+
+@pytest.mark.parametrize(
+    "fields, deps_args, app_args",
+    [
+        ('output_path="dist/app.pex"', {"--output": "dist/app.pex"}, {}),
+        ('layout="packed"', {"--layout": "packed"}, {}),
+        ('layout="split"', {"--layout": "split"}, {}),
+        ("compression_level=0", {"--compress-level": "0"}, {}),
+        ('targets=["linux_x86_64-cp311", "macosx_arm64-cp311"]', {"--target": ["linux_x86_64-cp311", "macosx_arm64-cp311"]}, {}),
+        ('interpreter_constraints=["CPython>=3.11,<3.13"]', {"--interpreter-constraint": ["CPython>=3.11,<3.13"]}, {}),
+        ('execution_mode="venv"', {"--venv": True}, {}),
+        ('execution_mode="zipapp"', {"--venv": False}, {}),
+        ("include_tools=False", {"--include-tools": False}, {}),
+        ('inherit_path="prefer"', {}, {"--inherit-path": "prefer"}),
+        ('shebang="#!/usr/bin/python3.11"', {}, {"--shebang": "#!/usr/bin/python3.11"}),
+        ('env={"B": "2", "A": "x=1"}', {}, {"--inject-env": ["A=x=1", "B=2"]}),
+        ('args=["--port", "80"]', {}, {"--inject-arg": ["--port", "80"]}),
+        ("strip_pex_env=False", {}, {"--no-strip-pex-env": True}),
+        ("strip_pex_env=True", {}, {"--no-strip-pex-env": False}),
+    ],
+)
+def test_each_field(
+    rule_runner: RuleRunner, fields: str, deps_args: Dict[str, Expected], app_args: Dict[str, Expected]
+) -> None:
+    fastpex, python_setup = configure(rule_runner)
+    fs = field_set(
+        rule_runner,
+        f'fastpex_binary(name="t", entry_point="app.main", resolve="examples", {fields})',
+    )
+    expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"]), deps_args)
+    expect_args(fs.application_argv(entry("app.main")), app_args)
+
+
+def test_script_instead_of_entry_point(rule_runner: RuleRunner) -> None:
+    fastpex, python_setup = configure(rule_runner)
+    fs = field_set(rule_runner, 'fastpex_binary(name="t", script="gunicorn", resolve="examples")')
+    fs.checked_resolve(fastpex, python_setup)
+    assert fs.application_argv(NO_ENTRY) == (*DEFAULT_APP, "--script", "gunicorn")
+
+
+@pytest.mark.parametrize(
+    "options, deps_args",
+    [
+        ([], {"--compress-level": "6", "--fetch-jobs": None, "--offline": False}),
+        (["--fastpex-compression-level=1"], {"--compress-level": "1"}),
+        (["--fastpex-fetch-jobs=12"], {"--fetch-jobs": "12"}),
+        (["--fastpex-offline"], {"--offline": True}),
+    ],
+)
+def test_each_option(rule_runner: RuleRunner, options: List[str], deps_args: Dict[str, Expected]) -> None:
+    fastpex, python_setup = configure(rule_runner, *options)
+    fs = field_set(rule_runner, 'fastpex_binary(name="t", entry_point="app.main", resolve="examples")')
+    expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"]), deps_args)
+
+
+def test_field_overrides_option(rule_runner: RuleRunner) -> None:
+    fastpex, python_setup = configure(rule_runner, "--fastpex-compression-level=1")
+    fs = field_set(
+        rule_runner,
+        'fastpex_binary(name="t", entry_point="app.main", resolve="examples", compression_level=9)',
+    )
+    expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"]), {"--compress-level": "9"})
+
+
+def test_processes_per_layout(rule_runner: RuleRunner) -> None:
+    fastpex, python_setup = configure(rule_runner)
+    inputs = FastpexBuildInputs(entry("app.main"), ("a",), LOCK_ONLY, LOCK_AND_SOURCES)
+    zipapp = field_set(rule_runner, 'fastpex_binary(name="t", entry_point="app.main", resolve="examples")')
+    (only,) = zipapp.build_processes(inputs, fastpex, python_setup)
+    deps = zipapp.dependencies_argv(fastpex, python_setup, ["a"])
+    app = zipapp.application_argv(inputs.entry_point)
+    assert only.argv == deps + app
+    assert (only.input_digest, only.output_files, only.output_directories) == (
+        LOCK_AND_SOURCES,
+        ("src.adhoc/t.pex",),
+        (),
+    )
+
+    packed = field_set(
+        rule_runner,
+        'fastpex_binary(name="t", entry_point="app.main", resolve="examples", layout="packed")',
+    )
+    dependencies, application = packed.build_processes(inputs, fastpex, python_setup)
+    deps = packed.dependencies_argv(fastpex, python_setup, ["a"])
+    assert dependencies.argv == deps + ("--part", "deps")
+    assert application.argv == deps + app + ("--part", "app")
+    # The dependencies part never sees the sources: a source change replays it from the cache.
+    assert dependencies.input_digest == LOCK_ONLY
+    assert application.input_digest == LOCK_AND_SOURCES
+    for process in (dependencies, application):
+        assert (process.output_files, process.output_directories) == ((), ("src.adhoc/t.pex",))
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("dev", "uses the resolve `python-default`, whose lockfile fastpex does not manage"),
+        ("both", "sets both `entry_point` and `script`"),
+    ],
+)
+def test_refused(rule_runner: RuleRunner, name: str, message: str) -> None:
+    fastpex, python_setup = configure(rule_runner)
+    fs = FastpexBinaryFieldSet.create(rule_runner.get_target(Address("src/app", target_name=name)))
+    with pytest.raises(FastpexPackageError, match=message):
+        fs.checked_resolve(fastpex, python_setup)
+
+
+def run_package(rule_runner: RuleRunner, name: str) -> Dict[str, str]:
+    tgt = rule_runner.get_target(Address("src/app", target_name=name))
+    built = rule_runner.request(BuiltPackage, [FastpexBinaryFieldSet.create(tgt)])
+    contents = rule_runner.request(DigestContents, [built.digest])
+    return {fc.path: fc.content.decode() for fc in contents}
+
+
+def recorded(text: str) -> Tuple[List[str], List[str]]:
+    argv, _, inputs = text.partition("---\n")
+    return argv.splitlines(), [line[2:] for line in inputs.splitlines() if line]
+
+
+def test_package_zipapp_through_the_engine(rule_runner: RuleRunner) -> None:
+    configure(rule_runner, "--fastpex-fetch-jobs=3")
+    outputs = run_package(rule_runner, "bin")
+    argv, inputs = recorded(outputs["src.app/bin.pex"])
+    assert argv == [
+        "build", "--lock", LOCK, "--layout", "zipapp", "--output", "src.app/bin.pex",
+        "--compress-level", "6", "--fetch-jobs", "3",
+        "--requirement", "numpy>=2", "--requirement", "torch==2.5.1",
+        "--interpreter-constraint", "CPython==3.11.*", "--include-tools",
+        "--sources", SOURCES_DIR, "--inherit-path", "false", "--shebang", "#!/usr/bin/env python3",
+        "--entry-point", "app.main:main",
+    ]  # fmt: skip
+    # The lockfile and the stripped first-party sources, nothing else.
+    assert inputs == [LOCK, f"{SOURCES_DIR}/app/main.py"]
+
+
+def test_package_packed_through_the_engine(rule_runner: RuleRunner) -> None:
+    configure(rule_runner)
+    outputs = run_package(rule_runner, "packed")
+    assert sorted(outputs) == ["src.app/packed.pex/app", "src.app/packed.pex/deps"]
+    deps_argv, deps_inputs = recorded(outputs["src.app/packed.pex/deps"])
+    app_argv, app_inputs = recorded(outputs["src.app/packed.pex/app"])
+    assert deps_argv[-2:] == ["--part", "deps"] and "--sources" not in deps_argv
+    assert app_argv[-2:] == ["--part", "app"] and "--entry-point" in app_argv
+    assert deps_inputs == [LOCK]
+    assert app_inputs == [LOCK, f"{SOURCES_DIR}/app/main.py"]
+
+
+def test_package_needs_the_lockfile(rule_runner: RuleRunner) -> None:
+    configure(rule_runner, "--python-resolves={'examples': 'missing.lock'}")
+    with pytest.raises(Exception, match="run\\s+`pants generate-lockfiles --resolve=examples`"):
+        run_package(rule_runner, "bin")
+
+
+def expect_args(argv: Tuple[str, ...], expected: Dict[str, Expected]) -> None:
+    """`flag: value` (its values, for a repeated flag), `flag: True/False` (present or absent),
+    `flag: None` (absent)."""
+    for flag, value in expected.items():
+        values = [argv[i + 1] for i, arg in enumerate(argv) if arg == flag and i + 1 < len(argv)]
+        if value is True:
+            assert flag in argv, (flag, argv)
+        elif value is False or value is None:
+            assert flag not in argv, (flag, argv)
+        elif isinstance(value, list):
+            assert values == value, (flag, argv)
+        else:
+            assert values == [value], (flag, argv)
+

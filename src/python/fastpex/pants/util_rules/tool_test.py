@@ -1,0 +1,143 @@
+"""The tool PEX carries the whole core, and its process sees what `[fastpex]` says it should."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Set
+
+import pytest
+
+import fastpex
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.util_rules.tool import (
+    NAMED_CACHE,
+    NAMED_CACHE_PATH,
+    FastpexProcess,
+    FastpexToolSources,
+    core_files,
+    setup_fastpex_process,
+)
+from pants.backend.python.util_rules.pex import PexRequest, Script, VenvPex, VenvPexProcess
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import EMPTY_DIGEST
+from pants.engine.process import Process, ProcessCacheScope
+from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
+
+
+def tool_modules(package: Path) -> Set[str]:
+    """An independent walk: every `.py` below `core/` and beside it, minus tests and conftest."""
+    found = {f"fastpex/{name}" for name in os.listdir(package) if name.endswith(".py")}
+    for directory, _, names in os.walk(package / "core"):
+        for name in names:
+            if name.endswith(".py") and not name.endswith("_test.py") and name != "conftest.py":
+                found.add("fastpex/" + Path(directory, name).relative_to(package).as_posix())
+    return found
+
+
+def fastpex_source_package() -> Path:
+    # Under `pants test` the sandbox holds only the plugin's own files; the buildroot has the core.
+    repo = os.environ.get("FASTPEX_REPO_ROOT")
+    return Path(repo, "src/python/fastpex") if repo else Path(fastpex.__file__).parent
+
+
+def test_core_files_include_every_core_module() -> None:
+    package = fastpex_source_package()
+    expected = tool_modules(package)
+    assert {"fastpex/__main__.py", "fastpex/versions.py", "fastpex/core/cli/main.py"} <= expected
+    # At least one module two packages deep, so a one-level glob would fail here.
+    assert any(path.count("/") >= 3 for path in expected)
+    files = core_files(package)
+    assert {fc.path for fc in files} == expected
+    for fc in files:
+        assert fc.content == (package.parent / fc.path).read_bytes()
+
+
+def test_core_files_recurse_into_every_subpackage(tmp_path: Path) -> None:
+    package = tmp_path / "fastpex"
+    for module in [
+        "__init__.py",
+        "__main__.py",
+        "core/__init__.py",
+        "core/model.py",
+        "core/model_test.py",
+        "core/conftest.py",
+        "core/lock/resolve.py",
+        "core/lock/deep/er/most.py",
+        "core/testdata/hostile/corpus.txt",
+        "pants/register.py",
+    ]:
+        (package / module).parent.mkdir(parents=True, exist_ok=True)
+        (package / module).write_text(f"# {module}\n")
+    assert [fc.path for fc in core_files(package)] == [
+        "fastpex/__init__.py",
+        "fastpex/__main__.py",
+        "fastpex/core/__init__.py",
+        "fastpex/core/lock/deep/er/most.py",
+        "fastpex/core/lock/resolve.py",
+        "fastpex/core/model.py",
+    ]
+
+
+@pytest.fixture(scope="module")
+def fastpex_subsystem() -> FastpexSubsystem:
+    runner = RuleRunner(rules=[*FastpexSubsystem.rules(), QueryRule(FastpexSubsystem, [])])
+    runner.set_options(["--fastpex-env-vars=['NETRC', 'PIP_INDEX_URL=https://mirror/simple']"])
+    return runner.request(FastpexSubsystem, [])
+
+
+def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
+    venv_pex = VenvPex(
+        digest=EMPTY_DIGEST,
+        append_only_caches=None,
+        pex_filename="fastpex.pex",
+        pex=Script("fastpex.pex"),
+        python=Script("python"),
+        bin=FrozenDict(),
+        venv_rel_dir="venv",
+    )
+    asked_env: List[EnvironmentVarsRequest] = []
+    processes: List[VenvPexProcess] = []
+
+    def environment(request: EnvironmentVarsRequest) -> EnvironmentVars:
+        asked_env.append(request)
+        return EnvironmentVars({"NETRC": "/home/u/.netrc", "PIP_INDEX_URL": "https://mirror/simple"})
+
+    def process(request: VenvPexProcess) -> Process:
+        processes.append(request)
+        return Process(argv=("true",), description="recorded")
+
+    request = FastpexProcess.create(
+        ["lock", "--resolve", "ml"],
+        "Lock",
+        output_files=["out.json"],
+        cache_scope=ProcessCacheScope.PER_SESSION,
+        extra_env={"EXTRA": "1"},
+    )
+    run_rule_with_mocks(
+        setup_fastpex_process,
+        rule_args=[request, fastpex_subsystem],
+        mock_gets=[
+            MockGet(FastpexToolSources, (), lambda: FastpexToolSources(EMPTY_DIGEST)),
+            MockGet(EnvironmentVars, (EnvironmentVarsRequest,), environment),
+            MockGet(VenvPex, (PexRequest,), lambda _: venv_pex),
+            MockGet(Process, (VenvPexProcess,), process),
+        ],
+    )
+    assert [tuple(r.requested) for r in asked_env] == [("NETRC", "PIP_INDEX_URL=https://mirror/simple")]
+    (venv_process,) = processes
+    assert venv_process.argv == ("lock", "--resolve", "ml")
+    assert venv_process.output_files == ("out.json",)
+    assert venv_process.output_directories is None
+    assert venv_process.cache_scope == ProcessCacheScope.PER_SESSION
+    assert venv_process.append_only_caches == FrozenDict({NAMED_CACHE: NAMED_CACHE_PATH})
+    assert venv_process.extra_env == FrozenDict(
+        {
+            "NETRC": "/home/u/.netrc",
+            "PIP_INDEX_URL": "https://mirror/simple",
+            "FASTPEX_CACHE_DIR": NAMED_CACHE_PATH,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "EXTRA": "1",
+        }
+    )

@@ -92,7 +92,7 @@ def _compress_tags(tags: Sequence[str]) -> List[str]:
 
 
 def _expand_tags(runs: Sequence[str]) -> Tuple[str, ...]:
-    out = []
+    out: List[str] = []
     for run in runs:
         interpreter, abi, platforms = run.split("-", 2)
         out.extend(f"{interpreter}-{abi}-{p}" for p in platforms.split("."))
@@ -192,7 +192,7 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
         for name, version in keys:
             versions_by_name.setdefault(name, set()).add(version)
     agree = all(len(v) == 1 for v in versions_by_name.values())
-    locked_resolves = []
+    locked_resolves: List[Dict[str, Any]] = []
     if agree:
         locked_resolves.append(
             {
@@ -220,10 +220,10 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
             "the lock has distributions no target uses: "
             + ", ".join(f"{n}=={v}" for n, v in sorted(set(dists) - used))
         )
-    targets = []
+    target_entries: List[Dict[str, Any]] = []
     for resolve in lock.resolves:
         t = resolve.target
-        targets.append(
+        target_entries.append(
             {
                 "marker_environment": dict(sorted(t.marker_environment.items())),
                 "name": t.name,
@@ -255,7 +255,7 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
             "interpreter_constraints": list(lock.requires_python),
             "requirements": list(lock.requirements),
             "resolve_name": lock.resolve_name,
-            "targets": targets,
+            "targets": target_entries,
             "upload_cutoff": lock.upload_cutoff,
         },
         "locked_resolves": locked_resolves,

@@ -73,6 +73,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def lock_path_for(final: Path) -> Path:
+    """The one name of the file lock that guards creating `final` (`<name>.lck`)."""
+    return final.with_name(final.name + ".lck")
+
+
+@contextlib.contextmanager
+def _creating(final: Path) -> Iterator[bool]:
+    """Yields True when the caller must create `final`: it didn't exist, and still doesn't now
+    that we hold its lock (another process may have made it while we waited)."""
+    if final.exists():
+        yield False
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock_path_for(final)):
+        yield not final.exists()
+
+
 def atomic_file(
     final: Path,
     produce: Callable[[Path], None],
@@ -84,11 +101,8 @@ def atomic_file(
 
     If another process created `final` meanwhile, its copy wins and ours is discarded.
     """
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.with_name(final.name + ".lck")):
-        if final.exists():
+    with _creating(final) as must_create:
+        if not must_create:
             return final
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
@@ -109,11 +123,8 @@ def atomic_file(
 
 def atomic_directory(final: Path, produce: Callable[[Path], None]) -> Path:
     """Like `atomic_file` for a directory: `produce(work_dir)` fills a sibling work dir."""
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.with_name(final.name + ".lck")):
-        if final.exists():
+    with _creating(final) as must_create:
+        if not must_create:
             return final
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".work", dir=final.parent))
         try:

@@ -1,0 +1,22 @@
+"""Fixtures shared by the core's tests."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from fastpex.testing.index_server import IndexServer
+from fastpex.testing.wheels import WheelFactory
+
+
+@pytest.fixture(scope="module")
+def catalog(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexServer]:
+    """A loopback index serving what the test module's `build_catalog(factory)` makes."""
+    build = getattr(request.module, "build_catalog", None)
+    if build is None:
+        raise pytest.UsageError(f"{request.module.__name__} uses `catalog` but defines no build_catalog(factory)")
+    factory = WheelFactory(tmp_path_factory.mktemp("dists"))
+    build(factory)
+    with IndexServer(factory.dist_dir) as server:
+        yield server

@@ -37,6 +37,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import compatible_tags, cpython_tags, mac_platforms
 from packaging.version import Version
 
+from fastpex.core.errors import UserError
 from fastpex.core.model import Target
 
 __all__ = [
@@ -111,7 +112,7 @@ _PYTHON_RE = re.compile(r"^cp(?:(?P<nodot>3)(?P<nodot_minor>\d{1,2})|(?P<major>3
 _OPTION_RE = re.compile(r"^(?P<kind>glibc|musl|macos|macosx)?(?P<major>\d+)\.(?P<minor>\d+)$")
 
 
-class UnknownPlatformError(ValueError):
+class UnknownPlatformError(UserError, ValueError):
     """A target string that does not name a supported platform; the message lists the forms."""
 
     def __init__(self, spec: str, problem: str) -> None:

@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from fastpex.core.errors import UserError
 from fastpex.versions import PEX_PIP_VERSION, PEX_VERSION
 from fastpex.core.model import (
     Artifact,
@@ -70,7 +71,7 @@ FORMAT_VERSION = 1  # of the "fastpex" section; bump on incompatible changes
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
-class LockfileError(Exception):
+class LockfileError(UserError):
     """A lockfile that cannot be read (or written); the message says which and how to fix it."""
 
 

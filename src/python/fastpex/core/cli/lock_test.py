@@ -11,7 +11,7 @@ from typing import Iterator, List
 import pytest
 
 from fastpex.core.cli.lock import main, parse_route, read_requirements_file
-from fastpex.core.lockfile.codec import load_lock, strip_header
+from fastpex.core.lockfile import load_lock, strip_header
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 

@@ -17,20 +17,19 @@ import pytest
 from fastpex.core.util.cache import CacheKind, cache_dir
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient, ProjectFile
+from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import (
     ArtifactHashMismatchError,
     InvalidDistributionError,
-    MetadataFetcher,
     MetadataInconsistentError,
     MetadataMismatchError,
     MetadataSource,
     MetadataTooLargeError,
     SdistMetadataError,
-    ZipEntry,
-    ZipFormatError,
-    artifact_store_path,
     inflate_member,
 )
+from fastpex.core.lock.metadata_store import artifact_store_path
+from fastpex.core.util.zipmeta import ZipEntry, ZipFormatError
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_sdist, build_wheel, sha256_file, wheel_metadata_bytes
 

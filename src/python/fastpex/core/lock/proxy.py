@@ -12,11 +12,7 @@ for `<file>.metadata`, which `MetadataFetcher` answers without downloading the a
 (advertised file, probe, zip range reads; a full download only as the last resort).
 
 Choices, and why:
-- `core-metadata: true` (no hash) unless the upstream index advertised a hash. PEP 714 allows
-  `true` and pip 26.3 accepts it (`Link.metadata_link()` then carries no hash). Knowing the
-  hash at page time would mean fetching metadata for every file of every page (torch has ~1000
-  files), while pip only ever reads the few candidates it considers.
-- The upstream sha256 hashes are passed through unchanged: pip verifies them if it downloads.
+- Pages (`proxy_http`) advertise `core-metadata` and pass upstream hashes through.
 - Routing: the first `Route` whose project glob and target-name glob match decides which
   indexes a project comes from for that target. Among the chosen indexes (or all indexes, in
   order, when no route matches) the first index that has the project wins; later indexes are
@@ -34,56 +30,40 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import fnmatch
-import functools
 import hashlib
-import html
-import json
 import logging
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from fastpex.core.net.http import HttpClient, HttpConfig, HttpError
+from fastpex.core.errors import UserError
+from fastpex.core.lock.fetcher import MetadataFetcher
+from fastpex.core.lock.metadata import MetadataResult
+from fastpex.core.lock.metadata_store import remote_sha256
+from fastpex.core.lock.proxy_http import TARGET_RE, ProxyServer, page_body, usable_files, wheel_tags
+from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import (
     IndexClient,
-    IndexClientError,
-    IndexUnreachableError,
     ProjectFile,
     ProjectPage,
     find_links_files,
     normalize_project_name,
 )
-from fastpex.core.lock.metadata import (
-    MetadataError,
-    MetadataFetcher,
-    MetadataResult,
-    MetadataUnavailableError,
-    artifact_store_path,
-    download_to_store,
-    head_validators,
-    read_cached_hash,
-)
-from fastpex.core.store import sha256_file
 from fastpex.core.util.urls import expand_env, redact
 
 logger = logging.getLogger(__name__)
 
-PEP691_JSON = "application/vnd.pypi.simple.v1+json"
-_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-class ProxyConfigError(Exception):
+class ProxyConfigError(UserError):
     """The proxy configuration is inconsistent; the message says which part."""
 
 
@@ -199,13 +179,13 @@ class MetadataProxy:
         self._page_requests: Dict[str, Set[str]] = {}
         self._digests: Dict[Tuple[Tuple[str, ...], str], str] = {}
         self._stopping = False
-        self._server: Optional[_Server] = None
+        self._server: Optional[ProxyServer] = None
         self._thread: Optional[threading.Thread] = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "MetadataProxy":
         if self._server is None:
-            self._server = _Server(self)
+            self._server = ProxyServer(self)
             self._thread = threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fastpex-proxy", daemon=True
             )
@@ -246,7 +226,7 @@ class MetadataProxy:
 
     def index_url(self, target: str) -> str:
         """The `--index-url` to give pip for `target`."""
-        if not _TARGET_RE.match(target):
+        if not TARGET_RE.match(target):
             raise ProxyConfigError(f"`{target}` is not a usable target name (letters, digits, `._+-`)")
         return f"{self.url}/{target}/simple/"
 
@@ -256,6 +236,15 @@ class MetadataProxy:
         """How many artifact downloads pip made through the proxy (locking wants zero)."""
         with self._lock:
             return self._artifact_requests
+
+    def count_artifact_request(self) -> None:
+        with self._lock:
+            self._artifact_requests += 1
+
+    def file_for_token(self, token: str) -> Optional[ProjectFile]:
+        """The upstream file a `/files/<token>/...` URL stands for, if this proxy served it."""
+        with self._lock:
+            return self._tokens.get(token)
 
     @property
     def errors(self) -> List[Exception]:
@@ -313,17 +302,7 @@ class MetadataProxy:
         return out
 
     def _compute_sha256(self, file: ProjectFile) -> str:
-        if urlsplit(file.url).scheme == "file":
-            return sha256_file(unquote(urlsplit(file.url).path))
-        validators = head_validators(self.http, file.url)
-        if validators is not None:
-            cached = read_cached_hash(file.url, validators, self.config.cache_root)
-            if cached is not None:
-                return cached
-        try:
-            return download_to_store(self.http, file.url, None, self.config.cache_root).sha256
-        except HttpError as e:
-            raise MetadataUnavailableError(file.url, f"downloading it to compute its sha256 failed ({e})") from e
+        return remote_sha256(self.http, file.url, self.config.cache_root)
 
     # -- pages -------------------------------------------------------------------------------
     def indexes_for(self, target: str, project: str) -> Tuple[IndexSpec, ...]:
@@ -481,39 +460,8 @@ class MetadataProxy:
         with self._lock:
             self._speculated.add((target, name))
         self._maybe_prefetch(target, files)
-        base = f"{self.url}/{quote(target)}/files"
-        entries = []
-        for f in self._usable_by(target, files):
-            entry: Dict[str, object] = {
-                "filename": f.filename,
-                "url": f"{base}/{tokens[f.url]}/{quote(f.filename)}",
-                "hashes": dict(f.hashes),
-            }
-            # Advertise only metadata the proxy can serve: a wheel's always (range reads, else
-            # a download); an sdist's only when its index has it. pip takes an advertised
-            # `.metadata` that then 404s as a hard failure, while without it pip builds the sdist.
-            if f.is_wheel or f.core_metadata not in (None, False):
-                entry["core-metadata"] = dict(f.core_metadata) if isinstance(f.core_metadata, Mapping) else True
-            if f.requires_python:
-                entry["requires-python"] = f.requires_python
-            if f.yanked:
-                entry["yanked"] = f.yanked_reason or True
-            if f.size is not None:
-                entry["size"] = f.size
-            if f.upload_time:
-                entry["upload-time"] = f.upload_time
-            entries.append(entry)
-        if media == PEP691_JSON:
-            versions = sorted({str(f.version) for f in files if f.version is not None}, key=Version)
-            all_sized = all(f.size is not None for f in files)
-            doc = {
-                "meta": {"api-version": "1.1" if all_sized else "1.0"},
-                "name": name,
-                "files": entries,
-                "versions": versions,
-            }
-            return json.dumps(doc).encode("utf-8")
-        return _html_page(name, entries)
+        usable = self._usable_by(target, files)
+        return page_body(name, files, usable, tokens, f"{self.url}/{quote(target)}/files", media)
 
     def _usable_by(self, target: str, files: Sequence[ProjectFile]) -> List[ProjectFile]:
         """The files pip could pick for `target` (all, when its tags are unknown): wheels with
@@ -528,19 +476,7 @@ class MetadataProxy:
             wanted = self._tag_sets.get(target)
             if wanted is None:
                 wanted = self._tag_sets[target] = frozenset(tags)
-        python = self.config.target_pythons.get(target)
-        usable = []
-        for f in files:
-            if f.is_wheel:
-                wheel_tags = _wheel_tags(f.filename)  # None: invalid name, which pip skips as well
-                if wheel_tags is None or wheel_tags.isdisjoint(wanted):
-                    continue
-            elif self.config.wheels_only:
-                continue
-            if python and f.requires_python and not _python_admitted(f.requires_python, python):
-                continue
-            usable.append(f)
-        return usable
+        return usable_files(files, wanted, self.config.target_pythons.get(target), self.config.wheels_only)
 
     def _maybe_prefetch(self, target: str, files: Sequence[ProjectFile]) -> None:
         """Warm the metadata pip will most likely ask for next: the best wheel for the target
@@ -553,7 +489,7 @@ class MetadataProxy:
         for f in files:
             if not f.is_wheel or f.yanked or f.version is None:
                 continue
-            ranks = [priority[t] for t in _wheel_tags(f.filename) or () if t in priority]
+            ranks = [priority[t] for t in wheel_tags(f.filename) or () if t in priority]
             if ranks:
                 by_version.setdefault(f.version, []).append((min(ranks), f))
         chosen = []
@@ -612,7 +548,8 @@ class MetadataProxy:
             self._maybe_prefetch(target, files)
 
     # -- errors ------------------------------------------------------------------------------
-    def _record(self, error: Exception) -> None:
+    def record_error(self, error: Exception) -> None:
+        """Keep `error` for `raise_for_errors` (once per kind and message) and log it."""
         with self._lock:
             key = (type(error), str(error))
             if key not in self._error_keys:
@@ -621,21 +558,6 @@ class MetadataProxy:
         logger.warning("%s", error)
 
 
-@functools.lru_cache(maxsize=1 << 12)
-def _python_admitted(requires_python: str, python: str) -> bool:
-    """pip's own test (`check_requires_python`): an unparseable specifier admits everything."""
-    try:
-        return Version(python) in SpecifierSet(requires_python)
-    except (InvalidSpecifier, InvalidVersion):
-        return True
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _wheel_tags(filename: str) -> "Optional[frozenset[str]]":
-    try:
-        return frozenset(str(t) for t in parse_wheel_filename(filename)[3])
-    except InvalidWheelFilename:
-        return None
 
 
 def _unconditional_dependencies(metadata: bytes) -> List[str]:
@@ -656,209 +578,6 @@ def _unconditional_dependencies(metadata: bytes) -> List[str]:
     return names
 
 
-def _html_page(project: str, entries: Sequence[Mapping[str, object]]) -> bytes:
-    links = []
-    for e in entries:
-        href = str(e["url"])
-        hashes = e.get("hashes") or {}
-        if isinstance(hashes, dict) and hashes.get("sha256"):
-            href += f"#sha256={hashes['sha256']}"
-        attrs = [f'href="{html.escape(href)}"']
-        if e.get("requires-python"):
-            attrs.append(f'data-requires-python="{html.escape(str(e["requires-python"]))}"')
-        if "core-metadata" in e:
-            meta = e.get("core-metadata")
-            value = "true"
-            if isinstance(meta, dict) and meta.get("sha256"):
-                value = html.escape(f"sha256={meta['sha256']}")  # upstream text: escape it
-            attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
-        if "yanked" in e:
-            reason = e["yanked"] if isinstance(e["yanked"], str) else ""
-            attrs.append(f'data-yanked="{html.escape(reason)}"')
-        links.append(f"<a {' '.join(attrs)}>{html.escape(str(e['filename']))}</a><br/>")
-    body = "\n".join(links)
-    return (
-        "<!DOCTYPE html>\n<html><head>"
-        '<meta name="pypi:repository-version" content="1.0">'
-        f"<title>Links for {html.escape(project)}</title></head>\n<body>\n{body}\n</body></html>\n"
-    ).encode("utf-8")
 
 
-def _wants_json(accept: Optional[str]) -> bool:
-    """PEP 691 negotiation, enough for pip/uv: JSON when it is acceptable and not q=0."""
-    if not accept:
-        return False
-    best_json, best_html = -1.0, -1.0
-    for part in accept.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        quality = 1.0
-        for param in pieces[1:]:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        media = pieces[0].lower()
-        if media in (PEP691_JSON, "application/vnd.pypi.simple.latest+json"):
-            best_json = max(best_json, quality)
-        elif media in ("text/html", "application/vnd.pypi.simple.v1+html", "*/*"):
-            best_html = max(best_html, quality)
-    return best_json > 0 and best_json >= best_html
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, proxy: MetadataProxy) -> None:
-        self.proxy = proxy
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "fastpex-proxy"
-    timeout = 60
-    # pip waits for every answer before its next question. Headers and body go out in separate
-    # writes, and with Nagle's algorithm the body's last segment waits for the client's delayed
-    # ACK of the headers: ~40 ms per request on loopback, ~5 s per pip run for ml-core.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        # Paths hold only target names, project names and tokens: never credentials.
-        logger.debug("proxy: " + format, *args)
-
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
-
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
-
-    def _dispatch(self, head: bool) -> None:
-        proxy = self.server.proxy
-        parts = unquote(urlsplit(self.path).path).strip("/").split("/")
-        try:
-            if len(parts) >= 2 and _TARGET_RE.match(parts[0]) and parts[1] == "simple":
-                if len(parts) == 2:
-                    self._send(200, b"<!DOCTYPE html><html><body></body></html>", "text/html", head)
-                elif len(parts) == 3:
-                    self._page(proxy, parts[0], parts[2], head)
-                else:
-                    self._send(404, b"not found\n", "text/plain", head)
-            elif len(parts) == 4 and _TARGET_RE.match(parts[0]) and parts[1] == "files":
-                self._file(proxy, parts[0], parts[2], parts[3], head)
-            else:
-                self._send(404, b"not found\n", "text/plain", head)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as e:  # noqa: BLE001 - a bug must still answer pip, and be reported
-            logger.exception("the metadata proxy failed on %s", self.path)
-            proxy._record(e)  # noqa: SLF001
-            self.close_connection = True
-            try:
-                self._send(500, b"internal error in the fastpex metadata proxy\n", "text/plain", head)
-            except OSError:
-                pass
-
-    def _send(self, status: int, body: bytes, content_type: str, head: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _page(self, proxy: MetadataProxy, target: str, project: str, head: bool) -> None:
-        proxy.note_page_request(target, project)
-        media = PEP691_JSON if _wants_json(self.headers.get("Accept")) else "text/html"
-        try:
-            body = proxy.render_page(target, project, media)
-        except IndexClientError as e:
-            proxy._record(e)  # noqa: SLF001
-            self._send(502, f"{e}\n".encode("utf-8"), "text/plain", head)
-            return
-        if body is None:
-            self._send(404, b"no such project\n", "text/plain", head)
-            return
-        self._send(200, body, media, head)
-
-    def _file(self, proxy: MetadataProxy, target: str, token: str, filename: str, head: bool) -> None:
-        with proxy._lock:  # noqa: SLF001
-            file = proxy._tokens.get(token)  # noqa: SLF001
-        if file is None:
-            self._send(404, b"unknown file\n", "text/plain", head)
-            return
-        if filename == file.filename + ".metadata":
-            try:
-                data = proxy.fetcher.get(file)
-            except MetadataUnavailableError as e:
-                proxy._record(e)  # noqa: SLF001
-                self._send(502, f"{e}\n".encode("utf-8"), "text/plain", head)
-                return
-            except MetadataError as e:
-                proxy._record(e)  # noqa: SLF001
-                self._send(404, f"{e}\n".encode("utf-8"), "text/plain", head)
-                return
-            self._send(200, data, "application/octet-stream", head)
-            proxy.speculate(target, data)
-            return
-        if filename != file.filename:
-            self._send(404, b"unknown file\n", "text/plain", head)
-            return
-        self._artifact(proxy, file, head)
-
-    def _artifact(self, proxy: MetadataProxy, file: ProjectFile, head: bool) -> None:
-        """Stream an artifact (pip only asks when metadata did not suffice); counted."""
-        with proxy._lock:  # noqa: SLF001
-            proxy._artifact_requests += 1  # noqa: SLF001
-        logger.warning("pip downloads `%s` through the metadata proxy", file.filename)
-        if file.sha256 and artifact_store_path(file.sha256, proxy.config.cache_root).is_file():
-            path = artifact_store_path(file.sha256, proxy.config.cache_root)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(path.stat().st_size))
-            self.end_headers()
-            if not head:
-                with open(path, "rb") as fp:
-                    for chunk in iter(lambda: fp.read(1 << 20), b""):
-                        self.wfile.write(chunk)
-            return
-        try:
-            response = proxy.http.get(file.url, stream=True)
-        except HttpError as e:
-            proxy._record(MetadataUnavailableError(file.url, str(e)))  # noqa: SLF001
-            self._send(502, b"upstream unreachable\n", "text/plain", head)
-            return
-        try:
-            if response.status != 200:
-                self._send(502, f"upstream answered HTTP {response.status}\n".encode(), "text/plain", head)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            length = response.content_length
-            if length is not None:
-                self.send_header("Content-Length", str(length))
-            else:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if not head:
-                try:
-                    for chunk in response.iter_chunks():
-                        self.wfile.write(chunk)
-                except HttpError:
-                    self.close_connection = True
-        finally:
-            response.close()
-
-
-__all__ = [
-    "IndexSpec",
-    "IndexUnreachableError",
-    "MetadataProxy",
-    "ProxyConfig",
-    "ProxyConfigError",
-    "Route",
-]
+__all__ = ["IndexSpec", "MetadataProxy", "ProxyConfig", "ProxyConfigError", "Route"]

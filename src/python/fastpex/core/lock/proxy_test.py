@@ -17,7 +17,8 @@ import pytest
 
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexUnreachableError, parse_html_page, parse_json_page
-from fastpex.core.lock.metadata import SdistMetadataError, artifact_store_path
+from fastpex.core.lock.metadata import SdistMetadataError
+from fastpex.core.lock.metadata_store import artifact_store_path
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig, ProxyConfigError, Route
 from fastpex.testing.fixtures import isolated_pip_env, run_pip
 from fastpex.testing.pypiserver_fixture import pypiserver_available, run_pypiserver

@@ -12,6 +12,11 @@ warm `pip compile` is the bar here: it is HTTP-cache driven, ~2 s for ml-core on
 Files whose index gives no sha256 are hashed once by download and then trusted by URL, as the
 resolution cache does; an index that rewrites bytes under an unchanged URL and page is caught
 later by fetch's sha256 verification, never silently built.
+
+`PageBoundEntries` is the one mechanism behind both reuses: this whole-lock replay and the
+per-pip-run resolution cache (`runner`). Each stores an entry under a digest of its inputs with
+the digests of the pages it read; they differ only in which pages they check (raw upstream
+bodies here, the proxy's per-target view there) and so in how they ask for today's digests.
 """
 
 from __future__ import annotations
@@ -23,17 +28,46 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
 
-__all__ = ["LockReplay", "StoredLock", "code_digest"]
+__all__ = ["LockReplay", "PageBoundEntries", "StoredLock", "code_digest"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
+
+
+class PageBoundEntries:
+    """JSON entries keyed by a digest of their inputs, each recording the page digests it is
+    valid for (`{"pages": ..., **payload}`); whoever reads one checks those pages itself."""
+
+    def __init__(self, kind: CacheKind, cache_root: Optional[Path]) -> None:
+        self.dir = cache_dir(kind, cache_root)
+
+    @staticmethod
+    def key(material: Mapping[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.json"
+
+    def load(self, key: str) -> Optional[Dict[str, Any]]:
+        """The entry stored under `key` (with a dict of `pages`), or None if none is readable."""
+        try:
+            entry = json.loads(self.path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("pages"), dict):
+            return None
+        return entry
+
+    def save(self, key: str, pages: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+        entry = {**payload, "pages": pages}
+        write_bytes_atomically(self.path(key), json.dumps(entry, sort_keys=True).encode("utf-8"))
 
 
 def code_digest() -> str:
@@ -58,17 +92,19 @@ class LockReplay:
     """One resolve's inputs (as JSON-able `material`) -> its stored lock, if still valid."""
 
     def __init__(self, material: Mapping[str, object], cache_root: Optional[Path]) -> None:
-        blob = json.dumps({"format": _FORMAT, "code": code_digest(), "inputs": material}, sort_keys=True)
-        self.key = hashlib.sha256(blob.encode("utf-8")).hexdigest()
-        self.path = cache_dir(CacheKind.LOCKS, cache_root) / f"{self.key}.json"
+        self.entries = PageBoundEntries(CacheKind.LOCKS, cache_root)
+        self.key = self.entries.key({"format": _FORMAT, "code": code_digest(), "inputs": material})
+        self.path = self.entries.path(self.key)
 
     def lookup(
         self, index_urls: Mapping[str, str], *, http_config: Optional[HttpConfig] = None, jobs: int = 16
     ) -> Optional[StoredLock]:
         """The stored lock, if every page it read is unchanged today; None otherwise (also on
         any error: the full resolve will meet and report it properly)."""
+        entry = self.entries.load(self.key)
+        if entry is None:
+            return None
         try:
-            entry = json.loads(self.path.read_text(encoding="utf-8"))
             pages: Dict[str, Dict[str, str]] = entry["pages"]
             stored = StoredLock(
                 lock_text=entry["lock"],
@@ -105,13 +141,8 @@ class LockReplay:
     def store(self, pages: Mapping[str, Mapping[str, str]], lock_text: str, pylock_text: Optional[str]) -> None:
         if not any(pages.values()):
             return
-        entry = {
-            "created": time.time(),
-            "lock": lock_text,
-            "pages": {index: dict(projects) for index, projects in pages.items()},
-            "pylock": pylock_text,
-        }
+        payload = {"created": time.time(), "lock": lock_text, "pylock": pylock_text}
         try:
-            write_bytes_atomically(self.path, json.dumps(entry, sort_keys=True).encode("utf-8"))
+            self.entries.save(self.key, {index: dict(projects) for index, projects in pages.items()}, payload)
         except OSError as e:  # a cache that can't be written only costs the next run time
             logger.warning("could not store the lock for reuse at %s: %s", self.path, e)

@@ -9,7 +9,7 @@ from typing import Iterator, List
 import pytest
 
 from fastpex.core.cli.lock import main
-from fastpex.core.lockfile.codec import load_lock
+from fastpex.core.lockfile import load_lock
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 

@@ -11,19 +11,11 @@ import pytest
 from fastpex.core.model import Lock
 from fastpex.core.platforms import parse_target
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
-from fastpex.core.lock.resolve import (
-    DirectSource,
-    IndexUnreachableResolveError,
-    InvalidRequirementError,
-    PipTool,
-    ProxySource,
-    ResolveError,
-    ResolveOptions,
-    ResolveResult,
-    ensure_pip,
-    parse_report,
-    resolve,
-)
+from fastpex.core.lock.errors import IndexUnreachableResolveError, InvalidRequirementError, ResolveError
+from fastpex.core.lock.pip import PipTool, ensure_pip
+from fastpex.core.lock.resolve import ResolveResult, resolve
+from fastpex.core.lock.runner import ResolveOptions, parse_report
+from fastpex.core.lock.sources import DirectSource, ProxySource
 from fastpex.core.fetch.selection import select_artifacts
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory, build_sdist_with_inline_backend
@@ -357,7 +349,8 @@ def test_hashless_index_and_upload_cutoff(pip, tmp_path):
 def test_pip_tools(tmp_path):
     import pip as own_pip
 
-    from fastpex.core.lock.resolve import PipError, pip_tool_from_path
+    from fastpex.core.lock.errors import PipError
+    from fastpex.core.lock.pip import pip_tool_from_path
 
     site = str(Path(own_pip.__file__).parent.parent)
     tool = pip_tool_from_path(site)

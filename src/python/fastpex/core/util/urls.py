@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import netrc
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Tuple
@@ -127,3 +128,8 @@ def authorization_for(url: str, configured_indexes: Iterable[str] = ()) -> Optio
         if creds is not None:
             return creds.header()
     return None
+
+
+def filename_from_url(url: str) -> str:
+    """The last path segment of `url`, percent-decoded (`.../torch-2.9.1%2Bcu128-...whl`)."""
+    return unquote(posixpath.basename(urlsplit(url).path))

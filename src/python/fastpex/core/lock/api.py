@@ -1,0 +1,232 @@
+"""LOCK as a library: `lock(LockRequest) -> LockResult`.
+
+One call does what `fastpex lock` does: find or install pip, write the stored lock again when
+its inputs and every index page it read are unchanged (`replay`), else open the package source
+(the metadata proxy, warmed), resolve every target, merge, render the lock (and pylock.toml)
+and write them, pylock first and the lock last (the lock is what Pants reads: the commit
+point). Everything is rendered before anything is written, so an error leaves every output as
+it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from fastpex.core.lock.pip import ensure_pip
+from fastpex.core.lock.proxy import Route
+from fastpex.core.lock.replay import LockReplay
+from fastpex.core.lock.resolve import resolve, validate_requirements
+from fastpex.core.lock.runner import ResolveOptions
+from fastpex.core.lock.sources import open_source
+from fastpex.core.lockfile import PantsHeader, dumps_lock, load_lock, pylock_toml
+from fastpex.core.model import Lock, Target
+from fastpex.core.util.cache import write_text_atomically
+from fastpex.core.util.urls import expand_env, strip_credentials
+
+__all__ = ["LockOptions", "LockRequest", "LockResult", "lock", "without_header"]
+
+logger = logging.getLogger("fastpex.lock")
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """How to lock; none of it but `only_binary`, `prereleases` and `reconcile` changes the lock."""
+
+    only_binary: bool = True  # wheels only; False lets pip build sdists for their metadata
+    prereleases: bool = False
+    reconcile: bool = True  # re-resolve targets that disagree so they share versions
+    pip: Optional[str] = None  # an explicit pip (dir with pip/, pip wheel, or a Python); default: pinned
+    pip_jobs: int = 4  # pip processes in parallel
+    metadata_jobs: int = 16  # parallel metadata and page requests of the proxy
+    use_proxy: bool = True  # False: pip talks to the indexes directly (no routes, no reuse)
+    reuse: bool = True  # write the stored lock again when inputs and pages are unchanged
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """Everything one lock depends on, and where it goes."""
+
+    resolve_name: str
+    requirements: Tuple[str, ...]  # PEP 508
+    targets: Tuple[Target, ...]
+    output: Path
+    indexes: Tuple[Tuple[str, str], ...] = ()  # (name, URL); URLs may carry credentials or `${VAR}`
+    find_links: Tuple[str, ...] = ()  # local directories
+    routes: Tuple[Route, ...] = ()
+    upload_cutoff: Optional[datetime] = None  # UTC
+    interpreter_constraints: Tuple[str, ...] = ()
+    options: LockOptions = LockOptions()
+    existing_lock: Optional[Path] = None  # keep its pins where the requirements allow
+    upgrade: Tuple[str, ...] = ()  # projects whose existing pins may move
+    hint_lock: Optional[Path] = None  # its projects' pages are fetched early; default: `output`
+    cache_root: Optional[Path] = None
+    pylock_output: Optional[Path] = None
+    header: Optional[PantsHeader] = field(default_factory=PantsHeader)  # None: no `//` header
+
+
+@dataclass(frozen=True)
+class LockResult:
+    lock_text: str
+    pylock_text: Optional[str]
+    lock: Optional[Lock]  # None when `reused`: the stored text was written again, not parsed
+    reused: bool = False
+    notes: Tuple[str, ...] = ()
+    pip_runs: int = 0
+    seconds: float = 0.0
+
+
+def without_header(text: str) -> str:
+    """The lock without its `//` lines: byte for byte what stripping Pants' header leaves."""
+    data = text.encode("utf-8")
+    return b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b"//")).decode("utf-8")
+
+
+def lock(request: LockRequest) -> LockResult:
+    """Lock `request.requirements` for every target and write the outputs (see the module)."""
+    validate_requirements(request.requirements)
+    existing: Optional[Lock] = load_lock(request.existing_lock) if request.existing_lock else None
+    options = request.options
+    pip = ensure_pip(
+        request.cache_root, explicit=options.pip, index_url=request.indexes[0][1] if request.indexes else None
+    )
+    replay, expanded = _replay(request, pip.version)
+    if replay is not None:
+        started = time.monotonic()
+        stored = replay.lookup(expanded, jobs=options.metadata_jobs)
+        if stored is not None:
+            _write_outputs(request, stored.lock_text, stored.pylock_text)
+            logger.info(
+                "inputs and all %d index pages unchanged since %s: wrote that lock again, without "
+                "resolving, in %.1f s -> %s (--no-reuse resolves anyway)",
+                stored.pages,
+                datetime.fromtimestamp(stored.created, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                time.monotonic() - started,
+                request.output,
+            )
+            return LockResult(stored.lock_text, stored.pylock_text, None, reused=True)
+    resolve_options = ResolveOptions(
+        only_binary=options.only_binary,
+        prereleases=options.prereleases,
+        max_parallel=options.pip_jobs,
+        reconcile=options.reconcile,
+        pip=pip,
+        cache_root=request.cache_root,
+    )
+    cutoff = request.upload_cutoff
+    with open_source(
+        indexes=request.indexes,
+        find_links=request.find_links,
+        targets=request.targets,
+        routes=request.routes,
+        upload_cutoff=cutoff,
+        cache_root=request.cache_root,
+        wheels_only=options.only_binary,
+        metadata_jobs=options.metadata_jobs,
+        use_proxy=options.use_proxy,
+        # the top-level requirements, and every project an earlier lock of this resolve had
+        warm=list(request.requirements) + _hinted_projects(request),
+    ) as source:
+        result = resolve(
+            request.requirements,
+            request.targets,
+            source,
+            resolve_name=request.resolve_name,
+            interpreter_constraints=request.interpreter_constraints,
+            options=resolve_options,
+            existing_lock=existing,
+            upgrade=request.upgrade,
+            upload_cutoff=_iso(cutoff) if cutoff else None,
+            reporter=logger.info,
+        )
+        pages = source.upstream_page_digests()
+    headered = dumps_lock(result.lock, request.header or PantsHeader())
+    lock_text = headered if request.header is not None else without_header(headered)
+    pylock_text = pylock_toml(result.lock) if request.pylock_output else None
+    _write_outputs(request, lock_text, pylock_text)
+    if replay is not None:
+        replay.store(pages, lock_text, pylock_text)
+    for note in result.notes:
+        logger.info("%s", note)
+    logger.info(
+        "locked %d distributions for %d target(s) in %.1f s (%d pip runs) -> %s",
+        len(result.lock.distributions),
+        len(request.targets),
+        result.seconds,
+        result.pip_runs,
+        request.output,
+    )
+    return LockResult(lock_text, pylock_text, result.lock, notes=result.notes, pip_runs=result.pip_runs, seconds=result.seconds)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hinted_projects(request: LockRequest) -> List[str]:
+    hint = request.hint_lock or (request.output if request.output.is_file() else None)
+    if not hint:
+        return []
+    try:
+        return sorted({d.name for d in load_lock(hint).distributions})
+    except Exception as e:  # noqa: BLE001 - only a hint: a broken or foreign lock is ignored
+        logger.debug("ignoring the hint lock %s: %s", hint, e)
+        return []
+
+
+def _replay(request: LockRequest, pip_version: Optional[str]) -> Tuple[Optional[LockReplay], Dict[str, str]]:
+    """The lock store for these inputs and the expanded index URLs to check its pages with;
+    (None, {}) when reuse is off or can't be trusted (no proxy: nothing records the pages).
+
+    The key covers every input that can change the lock's bytes: not where things go (other
+    than whether a pylock is made), how fast, or how loud."""
+    options = request.options
+    if not options.use_proxy or not options.reuse:
+        return None, {}
+    try:
+        expanded = {name: expand_env(url) for name, url in request.indexes}
+    except KeyError:
+        return None, {}  # the proxy reports the missing variable
+    listings = []
+    for directory in request.find_links:
+        root = Path(directory).expanduser()
+        try:
+            listings.append(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root) if e.is_file()))
+        except OSError:
+            return None, {}  # the resolve reports the missing directory
+    existing = hashlib.sha256(request.existing_lock.read_bytes()).hexdigest() if request.existing_lock else None
+    material: Dict[str, Any] = {
+        "resolve": request.resolve_name,
+        "requirements": list(request.requirements),
+        "targets": [
+            {"name": t.name, "env": dict(t.marker_environment), "tags": list(t.supported_tags)} for t in request.targets
+        ],
+        "indexes": [[name, strip_credentials(expanded[name])] for name, _ in request.indexes],
+        "find_links": listings,
+        "routes": [[r.project, list(r.indexes), list(r.platforms) if r.platforms is not None else None] for r in request.routes],
+        "upload_cutoff": _iso(request.upload_cutoff) if request.upload_cutoff else None,
+        "interpreter_constraints": list(request.interpreter_constraints),
+        "only_binary": options.only_binary,
+        "pre": options.prereleases,
+        "reconcile": options.reconcile,
+        "existing_lock": existing,
+        "upgrade": list(request.upgrade),
+        "pylock": request.pylock_output is not None,
+        "header": asdict(request.header) if request.header is not None else None,
+        "pip": pip_version,
+    }
+    return LockReplay(material, request.cache_root), expanded
+
+
+def _write_outputs(request: LockRequest, lock_text: str, pylock_text: Optional[str]) -> None:
+    """pylock first, the lock last: the lock is what Pants reads, so it is the commit point."""
+    if pylock_text is not None and request.pylock_output is not None:
+        write_text_atomically(request.pylock_output, pylock_text)
+    write_text_atomically(request.output, lock_text)
+

@@ -1,0 +1,327 @@
+"""Reconciliation: resolve every target (platform leaders first, followers pinned to their
+leader's versions where a file fits), then re-resolve targets that disagree, pinned, until
+every project has one version where one version can serve every target. What cannot be
+reconciled is reported (`divergences`). A minimal re-lock whose old pins no longer resolve
+frees them, the ones pip names first.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Mapping, Sequence, Set, Tuple
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from fastpex.core.lock.errors import ResolveError
+from fastpex.core.lock.runner import PipRun, ResolveOptions, Runner, TargetReport
+from fastpex.core.lock.sources import file_version
+from fastpex.core.model import Target
+from fastpex.core.util.versions import version_sort_key
+
+__all__ = ["divergences", "first_pass", "reconcile"]
+
+
+def _raise_for(run: PipRun, runner: Runner, constraints: Mapping[str, str]) -> None:
+    hints = []
+    for project in run.missing:
+        runner.source.check_reachable(project, run.target)
+        hint = _no_fit_hint(runner, project, run.target)
+        if hint:
+            hints.append(hint)
+    pinned = f" (with {len(constraints)} pins from the existing lock or other targets)" if constraints else ""
+    raise ResolveError(
+        f"Could not resolve the requirements for target `{run.target.name}`{pinned}. "
+        + (" ".join(hints) + " " if hints else "")
+        + f"pip says:\n{run.output}",
+        target=run.target.name,
+        pip_output=run.output,
+    )
+
+
+def _no_fit_hint(runner: Runner, project: str, target: Target) -> str:
+    """Why pip saw "versions: none" although the index has the project (tags, Python, sdists)."""
+    try:
+        files = [f for f in runner.source.project_files(project, target) if file_version(f.filename)]
+    except Exception:  # noqa: BLE001 - a hint only
+        return ""
+    if not files:
+        return ""
+    newest = max({file_version(f.filename) or "" for f in files}, key=version_sort_key)
+    latest = [f for f in files if file_version(f.filename) == newest]
+    platforms: Set[str] = set()
+    for f in latest:
+        if f.filename.endswith(".whl"):
+            try:
+                platforms.update(t.platform for t in parse_wheel_filename(f.filename)[3])
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+    python = sorted({f.requires_python for f in latest if f.requires_python})
+    shown = ", ".join(sorted(platforms)[:8]) + (" ..." if len(platforms) > 8 else "")
+    return (
+        f"The index has {len(files)} files of `{project}` but none fits `{target.name}` "
+        f"({target.platform}, Python {target.marker_environment.get('python_full_version', target.python_version)}): "
+        f"its newest version, {newest}, has "
+        + (f"wheels for {shown}" if platforms else "no wheels")
+        + (f" and requires Python {python[0]}" if python else "")
+        + ". If the target can run those, widen it (e.g. `@macos14.0`, `@glibc2.34`)"
+        + (", or allow sdists (`--allow-sdists`)." if runner.options.only_binary else ".")
+    )
+
+
+def first_pass(
+    runner: Runner,
+    targets: Sequence[Target],
+    base_pins: Mapping[str, Mapping[str, str]],
+    notes: List[str],
+) -> Dict[str, TargetReport]:
+    """Resolve every target, leaders first: per platform, the target with the oldest Python
+    resolves freely, and the platform's other targets then resolve with the leader's versions
+    as constraints wherever a usable file exists (`_version_possible`). Newer Pythons can
+    usually take what older ones chose, and alignment would pin them there anyway; doing it up
+    front saves the re-resolves (ml-core on 6 targets: 6 pip runs instead of 9), and a pinned
+    pip run resolves faster. A follower whose pinned run fails resolves freely; `_reconcile`
+    then aligns what still differs (across platforms, or where a pin could not hold)."""
+    if not runner.options.reconcile:
+        return _resolve_each(runner, targets, base_pins, notes)
+    leader_of = _platform_leaders(targets)
+    leaders = [t for t in targets if leader_of[t.name] is t]
+    results = _resolve_each(runner, leaders, base_pins, notes)
+    followers = [t for t in targets if leader_of[t.name] is not t]
+    jobs = []
+    for target in followers:
+        lead = leader_of[target.name]
+        pins = {
+            item.name: item.version
+            for item in results[lead.name].items
+            if _version_possible(runner, item.name, item.version, target)
+        }
+        pins.update(base_pins[target.name])
+        jobs.append((target, pins))
+    unpinned = []
+    for run in runner.run_many(jobs):
+        if run.ok and run.report is not None:
+            results[run.target.name] = run.report
+            notes.append(f"{run.target.name}: resolved with the versions {leader_of[run.target.name].name} chose, where they fit")
+        else:
+            unpinned.append(run.target)
+    results.update(_resolve_each(runner, unpinned, base_pins, notes))
+    return {t.name: results[t.name] for t in targets}
+
+
+def _platform_leaders(targets: Sequence[Target]) -> Dict[str, Target]:
+    """target name -> the target with the oldest Python on its platform (itself, if that)."""
+    oldest: Dict[str, Target] = {}
+    for target in targets:
+        known = oldest.get(target.platform)
+        if known is None or _python_key(target) < _python_key(known):
+            oldest[target.platform] = target
+    return {t.name: oldest[t.platform] for t in targets}
+
+
+def _python_key(target: Target) -> Tuple[int, ...]:
+    return tuple(int(p) for p in target.python_version.split(".") if p.isdigit())
+
+
+def _resolve_each(
+    runner: Runner,
+    targets: Sequence[Target],
+    base_pins: Mapping[str, Mapping[str, str]],
+    notes: List[str],
+) -> Dict[str, TargetReport]:
+    """One pip run per target with its base pins; a minimal re-lock whose old pins no longer
+    resolve frees the pins pip names, then all of them."""
+    runs = runner.run_many([(t, base_pins[t.name]) for t in targets])
+    results: Dict[str, TargetReport] = {}
+    retry: List[Tuple[PipRun, Mapping[str, str]]] = []
+    for run in runs:
+        if run.ok:
+            assert run.report is not None
+            results[run.target.name] = run.report
+        elif base_pins[run.target.name]:
+            retry.append((run, base_pins[run.target.name]))
+        else:
+            _raise_for(run, runner, {})
+    # Minimal re-lock fallback: first free the pins pip names in its explanation, then all.
+    for run, pins in retry:
+        target = run.target
+        mentioned = {canonicalize_name(w) for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", run.output)}
+        relaxed = {n: v for n, v in pins.items() if n not in mentioned}
+        attempts = [relaxed] if relaxed != dict(pins) else []
+        attempts.append({})
+        for attempt in attempts:
+            again = runner.run(target, attempt)
+            if again.ok:
+                assert again.report is not None
+                results[target.name] = again.report
+                freed = sorted(set(pins) - set(attempt))
+                notes.append(
+                    f"{target.name}: the existing pins did not resolve with the new requirements; "
+                    f"released {len(freed)} pin(s): {', '.join(freed[:20])}{' ...' if len(freed) > 20 else ''}"
+                )
+                break
+        else:
+            _raise_for(again, runner, {})
+    return {t.name: results[t.name] for t in targets}
+
+
+def divergences(results: Mapping[str, TargetReport]) -> Dict[str, Dict[str, str]]:
+    by_project: Dict[str, Dict[str, str]] = {}
+    for name, report in results.items():
+        for item in report.items:
+            by_project.setdefault(item.name, {})[name] = item.version
+    return {
+        project: dict(sorted(per_target.items()))
+        for project, per_target in sorted(by_project.items())
+        if len(set(per_target.values())) > 1
+    }
+
+
+def reconcile(
+    runner: Runner,
+    targets: Sequence[Target],
+    results: Dict[str, TargetReport],
+    base_pins: Mapping[str, Mapping[str, str]],
+    options: ResolveOptions,
+    notes: List[str],
+) -> Tuple[Dict[str, TargetReport], Dict[str, Dict[str, str]]]:
+    """Re-resolve disagreeing targets with a pin until every project has one version, if it can.
+
+    For each divergent project, try its chosen versions from the highest down: pin it in every
+    target that chose otherwise; the first version all of them resolve with wins. Agreed pins
+    are kept for later rounds so a later re-resolve cannot undo an earlier agreement.
+    """
+    by_name = {t.name: t for t in targets}
+    agreed: Dict[str, Dict[str, str]] = {t.name: {} for t in targets}
+    _reconcile_at_once(runner, by_name, results, base_pins, agreed, notes)
+    unresolvable: Set[str] = set()
+    for _ in range(max(1, options.max_reconcile_rounds)):
+        divergent = {p: v for p, v in divergences(results).items() if p not in unresolvable}
+        if not divergent:
+            break
+        progressed = False
+        for project, per_target in divergent.items():
+            current = divergences(results).get(project)
+            if not current:
+                continue  # an earlier agreement in this round fixed it
+            for version in sorted(set(current.values()), key=version_sort_key, reverse=True):
+                movers = [by_name[n] for n, v in current.items() if v != version]
+                if not all(_version_possible(runner, project, version, t) for t in movers):
+                    continue  # some target has no usable file of it: don't ask pip
+                jobs = []
+                for target in movers:
+                    pins = dict(base_pins[target.name])
+                    pins.update(agreed[target.name])
+                    pins[project] = version
+                    jobs.append((target, pins))
+                runs = runner.run_many(jobs)
+                if all(r.ok and r.report is not None and r.report.versions().get(project) == version for r in runs):
+                    for r in runs:
+                        assert r.report is not None
+                        results[r.target.name] = r.report
+                    for name in current:
+                        agreed[name][project] = version
+                    notes.append(
+                        f"{project}: all targets use {version} (re-resolved {', '.join(t.name for t in movers)})"
+                    )
+                    progressed = True
+                    break
+            else:
+                unresolvable.add(project)
+        if not progressed:
+            break
+    remaining = divergences(results)
+    for project, per_target in remaining.items():
+        pairs = ", ".join(f"{t}: {v}" for t, v in per_target.items())
+        notes.append(f"{project}: versions differ across targets because no single version resolves for all ({pairs})")
+    return results, remaining
+
+
+def _reconcile_at_once(
+    runner: Runner,
+    by_name: Mapping[str, Target],
+    results: Dict[str, TargetReport],
+    base_pins: Mapping[str, Mapping[str, str]],
+    agreed: Dict[str, Dict[str, str]],
+    notes: List[str],
+) -> None:
+    """One combined round before the project-by-project one: pick, for every divergent
+    project, the highest chosen version that has a usable file for every target, and re-resolve
+    each disagreeing target once with all those pins. Divergences usually share one cause (an
+    older Python that newer releases dropped), so this typically settles every project with one
+    pip run per mover instead of one per (project, mover). A target whose run fails or moves
+    some other project is left as it was; the project-by-project round takes over from there.
+    """
+    divergent = divergences(results)
+    if len(divergent) < 2:
+        return  # nothing to batch: the per-project round costs the same
+    chosen: Dict[str, str] = {}
+    for project, per_target in divergent.items():
+        for version in sorted(set(per_target.values()), key=version_sort_key, reverse=True):
+            movers = [by_name[n] for n, v in per_target.items() if v != version]
+            if all(_version_possible(runner, project, version, t) for t in movers):
+                chosen[project] = version
+                break
+    if len(chosen) < 2:
+        return
+    pins_by_target: Dict[str, Dict[str, str]] = {}
+    for project, version in chosen.items():
+        for name, v in divergent[project].items():
+            if v != version:
+                pins_by_target.setdefault(name, {})[project] = version
+    jobs = []
+    for name in sorted(pins_by_target):
+        pins = dict(base_pins[name])
+        pins.update(pins_by_target[name])
+        jobs.append((by_name[name], pins))
+    accepted: Dict[str, TargetReport] = {}
+    for run in runner.run_many(jobs):
+        if not run.ok or run.report is None:
+            continue
+        versions = run.report.versions()
+        if all(versions.get(p) == v for p, v in pins_by_target[run.target.name].items()):
+            accepted[run.target.name] = run.report
+    settled = []
+    for project, version in sorted(chosen.items()):
+        movers = sorted(n for n, v in divergent[project].items() if v != version)
+        if all(n in accepted for n in movers):
+            settled.append((project, version, movers))
+    if not settled:
+        return
+    results.update(accepted)
+    for project, version, movers in settled:
+        for name in divergent[project]:
+            agreed[name][project] = version
+        notes.append(f"{project}: all targets use {version} (re-resolved {', '.join(movers)})")
+
+
+def _version_possible(runner: Runner, project: str, version: str, target: Target) -> bool:
+    """False when no file of project==version can serve `target` (tags, Requires-Python)."""
+    try:
+        files = [f for f in runner.source.project_files(project, target) if file_version(f.filename) == version]
+    except Exception:  # noqa: BLE001 - a prefilter only; pip has the last word
+        return True
+    if not files:
+        return True
+    tags = set(target.supported_tags)
+    python = Version(target.marker_environment.get("python_full_version") or target.python_version)
+    for f in files:
+        if f.yanked:
+            continue
+        if f.requires_python:
+            try:
+                if not SpecifierSet(f.requires_python).contains(python, prereleases=True):
+                    continue
+            except InvalidSpecifier:
+                pass
+        if f.filename.endswith(".whl"):
+            try:
+                wheel_tags = parse_wheel_filename(f.filename)[3]
+            except (InvalidWheelFilename, InvalidVersion):
+                return True
+            if any(str(t) in tags for t in wheel_tags):
+                return True
+        elif not runner.options.only_binary:
+            return True
+    return False

@@ -26,9 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastpex.core.pack import zipfrag
+from fastpex.core.pack import fragment
 from fastpex.core.net.index import IndexPageError, dist_name_version, parse_project_page, unsafe_filename_problem
-from fastpex.core.pack.layers import LayerError, verify_wheel_zip
+from fastpex.core.pack.errors import FragmentError, LayerError
+from fastpex.core.pack.wheel_checks import verify_wheel_zip
 from fastpex.core.lock.metadata import (
     MetadataError,
     MetadataFetcher,
@@ -169,8 +170,8 @@ def local_wheel(data: bytes) -> None:
 
 def fragment_index(data: bytes) -> None:
     try:
-        zipfrag.read_fragment_index(io.BytesIO(data))
-    except zipfrag.FragmentError:
+        fragment.read_fragment_index(io.BytesIO(data))
+    except FragmentError:
         pass
 
 
@@ -244,8 +245,8 @@ def test_fuzz_inflate_member(flags: int, method_pick: int, crc: int, csize: int,
 def _fragment_seed() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "f.frag")
-        zipfrag.write_fragment(
-            [zipfrag.SourceEntry("a/"), zipfrag.SourceEntry("a/b.py", data=b"x = 1\n" * 30)],
+        fragment.write_fragment(
+            [fragment.SourceEntry("a/"), fragment.SourceEntry("a/b.py", data=b"x = 1\n" * 30)],
             path,
             6,
         )
@@ -256,7 +257,7 @@ def _fragment_seed() -> bytes:
 def fragments(draw: st.DrawFn) -> bytes:
     """Fragments whose index is mutated *and* re-sealed with a valid CRC (a tampered cache)."""
     seed = bytearray(_fragment_seed())
-    trailer = zipfrag._TRAILER  # noqa: SLF001
+    trailer = fragment._TRAILER  # noqa: SLF001
     magic, data_size, index_size, count, _ = trailer.unpack_from(seed, len(seed) - trailer.size)
     index = bytearray(seed[data_size : data_size + index_size])
     index = bytearray(draw(mutated([bytes(index)]))) if draw(st.booleans()) else index
@@ -403,7 +404,7 @@ def build_corpus(dest: Path) -> Dict[str, bytes]:
     out["zip-metadata-bomb-lying-size.bin"] = bytes(raw)
     frag = _fragment_seed()
     out["frag-truncated.bin"] = frag[:-3]
-    trailer = zipfrag._TRAILER  # noqa: SLF001
+    trailer = fragment._TRAILER  # noqa: SLF001
     magic, data_size, index_size, count, _ = trailer.unpack_from(frag, len(frag) - trailer.size)
     index = bytearray(frag[data_size : data_size + index_size])
     struct.pack_into("<Q", index, 28, 2**40)  # the first entry's local header lies past the fragment

@@ -18,7 +18,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytest
 
-from fastpex.core.pack.layers import CorruptWheelError, LayerError, UnsafeWheelError, build_layer, sha256_file
+from fastpex.core.pack.errors import CorruptWheelError, LayerError, UnsafeWheelError
+from fastpex.core.pack.layers import build_layer
+from fastpex.core.util.hashing import sha256_file
 from fastpex.core.lock.metadata import MetadataError, MetadataFetcher, inflate_member
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
@@ -303,9 +305,10 @@ def test_a_zip64_entry_with_a_short_extra_field_is_a_format_error() -> None:
 
 
 def test_a_tampered_fragment_index_is_refused_even_with_a_valid_crc() -> None:
-    from fastpex.core.pack import zipfrag
+    from fastpex.core.pack.errors import FragmentError
+    from fastpex.core.pack.fragment import read_fragment_index
 
     corpus = Path(__file__).parent / "testdata" / "hostile"
     for name in ("frag-entry-outside-resealed.bin", "frag-count-lies-resealed.bin"):
-        with pytest.raises(zipfrag.FragmentError, match="corrupt index"):
-            zipfrag.read_fragment_index(io.BytesIO((corpus / name).read_bytes()))
+        with pytest.raises(FragmentError, match="corrupt index"):
+            read_fragment_index(io.BytesIO((corpus / name).read_bytes()))

@@ -74,7 +74,7 @@ def test_builds_a_runnable_pex_with_only_what_the_requirement_needs(tmp_path: Pa
     server.reset_log()
     out = tmp_path / "app.pex"
     code = _build(lockfile, cache, out, _sources(tmp_path), "--target", "linux_x86_64-cp311",
-                  "--requirement", "greet", "--entry-point", "app.main:main", "--python-constraint", "CPython==3.11.*")
+                  "--requirement", "greet", "--entry-point", "app.main:main", "--interpreter-constraint", "CPython==3.11.*")
     assert code == 0
     requested = _files_requested(server)
     # Only the linux target's closure of `greet`: no darwin-only dependency, no unrelated root.
@@ -90,7 +90,7 @@ def test_builds_a_runnable_pex_with_only_what_the_requirement_needs(tmp_path: Pa
     server.reset_log()
     again = tmp_path / "again.pex"
     assert _build(lockfile, cache, again, _sources(tmp_path / "x"), "--target", "linux_x86_64-cp311",
-                  "--requirement", "greet", "--entry-point", "app.main:main", "--python-constraint", "CPython==3.11.*") == 0
+                  "--requirement", "greet", "--entry-point", "app.main:main", "--interpreter-constraint", "CPython==3.11.*") == 0
     assert _files_requested(server) == []
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(out.read_bytes()).digest()
 
@@ -101,7 +101,7 @@ def test_builds_a_runnable_pex_with_only_what_the_requirement_needs(tmp_path: Pa
         (("--target", "linux_aarch64-cp311"), "linux_x86_64-cp311"),
         (("--target", "nonsense"), "nonsense"),
         (("--requirement", "numpy"), "not in the lock"),
-        (("--python-constraint", "CPython==3.12.*"), "does not satisfy"),
+        (("--interpreter-constraint", "CPython==3.12.*"), "does not satisfy"),
         (("--entry-point", "app.missing:main"), "app.missing"),
     ],
 )

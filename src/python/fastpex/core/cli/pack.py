@@ -5,7 +5,7 @@ Example::
     python -m fastpex pack \\
         --wheel dist/six-1.16.0-py2.py3-none-any.whl=8abb2f1d...0254 \\
         --sources src/ --entry-point app:main \\
-        --python-constraint '>=3.9' --layout zipapp --output app.pex
+        --interpreter-constraint '>=3.9' --layout zipapp --output app.pex
 
 User errors (bad arguments, missing/corrupt/unsafe/mismatched wheels, a zipapp that would need
 ZIP64 for old Pythons...) exit with status 2 and a one-paragraph message on stderr; the output
@@ -19,31 +19,29 @@ import json
 import os
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from fastpex.core.pack import layers as layers_mod
-from fastpex.core.pack import pex as pexbuild
-from fastpex.core.pack import zipfrag
+from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.pack.api import PackRequest, pack
+from fastpex.core.pack.layers import WheelInput
+from fastpex.core.pack.options import DEFAULT_SHEBANG, LAYOUTS, PARTS, PexOptions
+from fastpex.core.util.hashing import sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-class UsageError(Exception):
-    """A problem with the command line or its input files."""
-
-
-def _parse_wheel(value: str) -> layers_mod.WheelInput:
+def _parse_wheel(value: str) -> WheelInput:
     """`PATH[=SHA256]`; the suffix counts as a hash only if it is 64 hex digits."""
     path, sep, digest = value.rpartition("=")
     if sep and _SHA256.match(digest):
-        return layers_mod.WheelInput(path=path, sha256=digest.lower())
+        return WheelInput(path=path, sha256=digest.lower())
     if not os.path.isfile(value):
         raise UsageError(f"The wheel {value} does not exist.")
     # No expected hash given: the file is trusted as-is and its hash becomes the cache key.
-    return layers_mod.WheelInput(path=value, sha256=layers_mod.sha256_file(value))
+    return WheelInput(path=value, sha256=sha256_file(value))
 
 
-def _parse_manifest(path: str) -> List[layers_mod.WheelInput]:
+def _parse_manifest(path: str) -> List[WheelInput]:
     """A JSON list (or `{"wheels": [...]}`) of `{"path", "sha256"[, "filename"]}` objects;
     relative paths are relative to the manifest's directory."""
     try:
@@ -66,7 +64,7 @@ def _parse_manifest(path: str) -> List[layers_mod.WheelInput]:
                 f"`sha256`; got {item!r}."
             )
         wheels.append(
-            layers_mod.WheelInput(
+            WheelInput(
                 path=os.path.join(base, item["path"]),
                 sha256=item["sha256"].lower(),
                 filename=item.get("filename"),
@@ -75,7 +73,7 @@ def _parse_manifest(path: str) -> List[layers_mod.WheelInput]:
     return wheels
 
 
-def _parse_env(values: Sequence[str]) -> dict:
+def _parse_env(values: Sequence[str]) -> Dict[str, str]:
     env = {}
     for value in values:
         key, sep, val = value.partition("=")
@@ -91,10 +89,10 @@ def add_pex_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--entry-point", metavar="MODULE[:FUNC]")
     parser.add_argument("--script", metavar="NAME",
                         help="A console script (or script) of one of the wheels to run.")
-    parser.add_argument("--layout", choices=pexbuild.LAYOUTS, default="zipapp")
+    parser.add_argument("--layout", choices=LAYOUTS, default="zipapp")
     parser.add_argument("--compress-level", type=int, default=6, choices=range(10),
                         metavar="0-9")
-    parser.add_argument("--python-constraint", action="append", default=[], metavar="CONSTRAINT",
+    parser.add_argument("--interpreter-constraint", action="append", default=[], metavar="CONSTRAINT",
                         help="Interpreter constraint, e.g. '>=3.9' or 'CPython==3.11.*'.")
     parser.add_argument("--inject-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--inject-arg", action="append", default=[], metavar="ARG")
@@ -102,15 +100,40 @@ def add_pex_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--venv", action="store_true", help="Run the PEX from a venv it creates.")
     parser.add_argument("--include-tools", action="store_true", help="Support PEX_TOOLS=1.")
     parser.add_argument("--no-strip-pex-env", dest="strip_pex_env", action="store_false")
-    parser.add_argument("--shebang", default=pexbuild.DEFAULT_SHEBANG)
+    parser.add_argument("--shebang", default=DEFAULT_SHEBANG)
     parser.add_argument("--output", "-o", required=True, metavar="PATH")
-    parser.add_argument("--part", choices=pexbuild.PARTS, default="all",
+    parser.add_argument("--part", choices=PARTS, default="all",
                         help="Build only the dependencies (`deps`: bootstrap + dependency zips) or "
                              "only the application (`app`: PEX-INFO, __main__.py, sources) of a "
                              "packed or split PEX; the two merged are the whole (`all`).")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="fastpex cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex).")
-    parser.add_argument("--jobs", type=int, default=None, help="Processes for building layers.")
+    parser.add_argument("--layer-jobs", type=int, default=None,
+                        help="Processes for building layers (default: the CPU count).")
+
+
+def pex_options_from(options: argparse.Namespace) -> PexOptions:
+    """The `PexOptions` that `add_pex_options`' flags describe; refuses contradictory flags."""
+    if options.entry_point and options.script:
+        raise UsageError("Use either --entry-point or --script, not both.")
+    if options.layer_jobs is not None and options.layer_jobs < 1:
+        raise UsageError("--layer-jobs must be at least 1.")
+    return PexOptions(
+        sources=options.sources,
+        layout=options.layout,
+        entry_point=options.entry_point,
+        script=options.script,
+        interpreter_constraints=tuple(options.interpreter_constraint),
+        inject_env=_parse_env(options.inject_env),
+        inject_args=tuple(options.inject_arg),
+        inherit_path=options.inherit_path,
+        venv=options.venv,
+        strip_pex_env=options.strip_pex_env,
+        include_tools=options.include_tools,
+        shebang=options.shebang,
+        compress_level=options.compress_level,
+        part=options.part,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,54 +149,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pack_wheels(
-    options: argparse.Namespace,
-    wheels: Sequence[layers_mod.WheelInput],
-    requirements: Optional[Sequence[str]] = None,
-) -> pexbuild.PexBuildResult:
-    """Layers for `wheels` (cached), then the PEX that `add_pex_options`' options describe.
-
-    `requirements` are what the PEX runtime activates (default: every wheel, pinned); a
-    multi-platform PEX needs the top-level requirements so markers pick each platform's wheels.
-    """
-    if options.entry_point and options.script:
-        raise UsageError("Use either --entry-point or --script, not both.")
-    if options.jobs is not None and options.jobs < 1:
-        raise UsageError("--jobs must be at least 1.")
-    for wheel in wheels:
-        if not os.path.isfile(wheel.path):
-            raise UsageError(f"The wheel {wheel.path} does not exist.")
-    layers = layers_mod.build_layers(
-        wheels,
-        cache_root=options.cache_dir,
-        compress_level=options.compress_level,
-        jobs=options.jobs,
-    )
-    return pexbuild.build_pex(
-        layers,
-        options.output,
-        sources=options.sources,
-        layout=options.layout,
-        entry_point=options.entry_point,
-        script=options.script,
-        interpreter_constraints=options.python_constraint,
-        inject_env=_parse_env(options.inject_env),
-        inject_args=options.inject_arg,
-        inherit_path=options.inherit_path,
-        venv=options.venv,
-        strip_pex_env=options.strip_pex_env,
-        include_tools=options.include_tools,
-        shebang=options.shebang,
-        compress_level=options.compress_level,
-        cache_root=options.cache_dir,
-        requirements=requirements,
-        part=options.part,
-    )
-
-
-PACK_ERRORS = (UsageError, pexbuild.PexBuildError, layers_mod.LayerError, zipfrag.FragmentError)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     try:
@@ -184,10 +159,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         wheels = [_parse_wheel(value) for value in options.wheel]
         if options.wheels_manifest:
             wheels.extend(_parse_manifest(options.wheels_manifest))
-        result = pack_wheels(options, wheels)
-    except PACK_ERRORS as e:
+        request = PackRequest(
+            wheels=tuple(wheels),
+            output=options.output,
+            options=pex_options_from(options),
+            cache_root=options.cache_dir,
+            layer_jobs=options.layer_jobs,
+        )
+        result = pack(request)
+    except FastpexError as e:
         print(f"fastpex pack: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     for output in result.outputs:
         print(output)
     return 0

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fastpex.core.pack import zipfrag
-from fastpex.core.pack.zipfrag import (
-    DuplicateEntryError,
-    FragmentError,
-    SourceEntry,
-    ZipAssembler,
-    read_fragment_index,
-    requires_zip64,
-    write_fragment,
-)
+from fastpex.core.pack import fragment
+from fastpex.core.pack.assembler import ZipAssembler, fragment_to_zip, requires_zip64
+from fastpex.core.pack.errors import DuplicateEntryError, FragmentError
+from fastpex.core.pack.fragment import SourceEntry, read_fragment_index, write_fragment
 
 PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"
@@ -144,15 +138,15 @@ def test_assembly_copies_fragment_bytes_verbatim(tmp_path: Path, monkeypatch) ->
 
 
 def test_streamed_big_entries_round_trip(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(zipfrag, "_IN_MEMORY_LIMIT", 1000)
-    monkeypatch.setattr(zipfrag, "_CHUNK", 4096)
+    monkeypatch.setattr(fragment, "_IN_MEMORY_LIMIT", 1000)
+    monkeypatch.setattr(fragment, "_CHUNK", 4096)
     data = b"streamed " * 10000
     src = tmp_path / "s.txt"
     src.write_bytes(data)
     frag = tmp_path / "s.frag"
     write_fragment([SourceEntry("s.txt", path=str(src)), SourceEntry("m.txt", data=data)], frag, 6)
     out = tmp_path / "s.zip"
-    zipfrag.fragment_to_zip(frag, out)
+    fragment_to_zip(frag, out)
     with zipfile.ZipFile(out) as z:
         assert z.testzip() is None
         assert z.read("s.txt") == data == z.read("m.txt")
@@ -217,7 +211,7 @@ def test_invalid_names_and_corrupt_fragments(tmp_path: Path) -> None:
 
 
 def _trailer_size() -> int:
-    return zipfrag._TRAILER.size
+    return fragment._TRAILER.size
 
 
 def test_requires_zip64_boundaries() -> None:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from fastpex.core.pack import layers
-
-from fastpex.core.pack import zipfrag
+from fastpex.core.errors import HashMismatchError
+from fastpex.core.pack import fragment, layers
+from fastpex.core.pack.assembler import fragment_to_zip
+from fastpex.core.pack.errors import CorruptWheelError, UnsafeWheelError
+from fastpex.core.pack.fragment import read_fragment_index
 from fastpex.core.pack.layers import (
-    CorruptWheelError,
-    HashMismatchError,
-    UnsafeWheelError,
     WheelInput,
     build_layer,
     build_layers,
@@ -76,7 +75,7 @@ def test_layer_matches_pex_install(tmp_path: Path, wheel: Path) -> None:
     assert layer.fingerprint == reference["fingerprint"]
 
     out = tmp_path / "layer.zip"
-    zipfrag.fragment_to_zip(layer.fragment_path, out)
+    fragment_to_zip(layer.fragment_path, out)
     prefix = f".deps/{wheel.name}/"
     with zipfile.ZipFile(out) as zf:
         assert zf.testzip() is None
@@ -136,10 +135,10 @@ def test_concurrent_builds_leave_one_intact_layer(tmp_path: Path, wheel: Path) -
     assert len(keys) == 1
     assert sorted(built for _, built in results) == [False, True], "exactly one process builds"
     (key,) = keys
-    assert _layer_dirs(cache) == [key, f"{key}.lock"], "no temp dirs left behind"
+    assert _layer_dirs(cache) == [key, f"{key}.lck"], "no temp dirs left behind"
     layer = layers.load_layer(key, cache_root=cache)
     assert layer is not None and not layer.built
-    index = zipfrag.read_fragment_index(layer.fragment_path)
+    index = read_fragment_index(layer.fragment_path)
     assert len(index.entries) == layer.entry_count
 
 
@@ -182,7 +181,7 @@ def test_packed_variant(tmp_path: Path, wheel: Path) -> None:
 
 def _as_zip(layer, tmp_path: Path) -> Path:
     out = tmp_path / "full.zip"
-    zipfrag.fragment_to_zip(layer.fragment_path, out)
+    fragment_to_zip(layer.fragment_path, out)
     return out
 
 
@@ -232,7 +231,7 @@ def test_unsafe_wheels_are_refused(tmp_path: Path, members, member) -> None:
         build_layer(whl, _sha(whl), cache_root=cache)
     assert excinfo.value.wheel == whl.name and excinfo.value.member == member
     assert whl.name in str(excinfo.value) and member in str(excinfo.value)
-    assert [d for d in _layer_dirs(cache) if not d.endswith(".lock")] == []
+    assert [d for d in _layer_dirs(cache) if not d.endswith(".lck")] == []
 
 
 def test_corrupt_and_mismatched_wheels_are_refused(tmp_path: Path, wheel: Path) -> None:
@@ -258,14 +257,14 @@ def test_corrupt_and_mismatched_wheels_are_refused(tmp_path: Path, wheel: Path) 
         build_layer(broken, _sha(broken), cache_root=cache)
     assert excinfo.value.member == "demo_pkg/data/info.txt"
     assert wheel.name in str(excinfo.value)
-    assert [d for d in _layer_dirs(cache) if not d.endswith(".lock")] == []
+    assert [d for d in _layer_dirs(cache) if not d.endswith(".lck")] == []
 
 
 def test_errors_survive_process_pools(tmp_path: Path, wheel: Path) -> None:
     other = build_wheel(tmp_path / "dist2", "other", "1.0")
     with pytest.raises(HashMismatchError) as excinfo:
         build_layers([(wheel, "1" * 64), (other, _sha(other))], cache_root=tmp_path / "c", jobs=2)
-    assert excinfo.value.wheel == wheel.name
+    assert excinfo.value.subject == wheel.name
 
 
 def test_unchanged_members_keep_the_wheels_compressed_bytes(tmp_path: Path, monkeypatch) -> None:
@@ -274,13 +273,13 @@ def test_unchanged_members_keep_the_wheels_compressed_bytes(tmp_path: Path, monk
     files = {f"big/mod{i}.py": (f"# module {i}\n" + "x = 1\n" * 2000).encode() for i in range(20)}
     whl = build_wheel(tmp_path, "big", "1.0", files=files)
     deflaters = []
-    real = zipfrag._deflater
+    real = fragment._deflater
 
-    def counting(level):  # type: ignore[no-untyped-def]
+    def counting(level: int):
         deflaters.append(level)
         return real(level)
 
-    monkeypatch.setattr(zipfrag, "_deflater", counting)
+    monkeypatch.setattr(fragment, "_deflater", counting)
     layer = build_layer(whl, _sha(whl), cache_root=tmp_path / "cache")
     assert len(deflaters) < 5, deflaters  # 21 files in the wheel, a handful rewritten
 
@@ -295,6 +294,6 @@ def test_unchanged_members_keep_the_wheels_compressed_bytes(tmp_path: Path, monk
     assert compressed in frag
     # And the layer still reads back as the installed files.
     out = tmp_path / "layer.zip"
-    zipfrag.fragment_to_zip(layer.fragment_path, str(out))
+    fragment_to_zip(layer.fragment_path, str(out))
     with zipfile.ZipFile(out) as zf:
         assert zf.read(f".deps/{whl.name}/big/mod7.py") == files["big/mod7.py"]

@@ -8,17 +8,25 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Sequence
 
 import pytest
 
 from fastpex.core.cli import pack as pack_cli
-
-from fastpex.core.pack import pex as pexbuild
-
-from fastpex.core.pack import zipfrag
+from fastpex.core.pack import bootstrap as bootstrap_mod
+from fastpex.core.pack.assemble import PexBuildResult, build_pex
+from fastpex.core.pack.bootstrap import ensure_bootstrap
+from fastpex.core.pack.errors import (
+    InvalidSourceError,
+    PexBuildError,
+    ScriptNotFoundError,
+    Zip64RequiredError,
+)
+from fastpex.core.pack.fragment import SourceEntry, write_fragment
 from fastpex.core.pack.layers import Layer, build_layers
-from fastpex.core.pack.pex import PexBuildError, Zip64RequiredError, build_pex
+from fastpex.core.pack.options import DEFAULT_SHEBANG, PexOptions
+from fastpex.core.pack.pex_info import admits_python_before_3_13, render_pex_metadata
+from fastpex.core.pack.sources import collect_sources
 from fastpex.testing.wheels import build_wheel
 
 PYENV = Path("/root/.pyenv/versions")
@@ -54,6 +62,11 @@ def _python(version: str) -> Path:
     # The project's machines ship CPython 3.9-3.13 (pyenv); a missing one is a broken machine.
     assert path.exists(), f"CPython {version} is not installed at {path}"
     return path
+
+
+def _pex(layers: Sequence[Layer], output: Path, cache_root: Path, **options: Any) -> PexBuildResult:
+    """`build_pex` with the PEX options as keywords."""
+    return build_pex(layers, output, PexOptions(**options), cache_root=cache_root)
 
 
 def _sha(path: Path) -> str:
@@ -101,8 +114,8 @@ def built(env) -> dict:
     out = env["base"] / "out"
     out.mkdir()
     common = dict(sources=env["src"], entry_point="app:main", cache_root=env["cache"], include_tools=True)
-    zipapp = build_pex(env["layers"], out / "app.pex", layout="zipapp", **common)
-    packed = build_pex(env["layers"], out / "app_packed", layout="packed", **common)
+    zipapp = _pex(env["layers"], out / "app.pex", layout="zipapp", **common)
+    packed = _pex(env["layers"], out / "app_packed", layout="packed", **common)
     return {"zipapp": Path(zipapp.output), "packed": Path(packed.output), "result": zipapp}
 
 
@@ -183,27 +196,29 @@ def test_metadata_matches_pex_builder(env, tmp_path: Path) -> None:
     from pex.pex_info import PexInfo
 
     sources = {"app.py": APP, "pkg/__init__.py": b"", "pkg/.hidden": b"not hashed", "pkg/m.py": b"x=1\n"}
-    items = pexbuild.collect_sources(sources)
-    bootstrap = pexbuild.ensure_bootstrap(includes_tools=False, cache_root=env["cache"])
-    pex_info, main, hook = pexbuild.render_pex_metadata(
+    items = collect_sources(sources)
+    bootstrap = ensure_bootstrap(includes_tools=False, cache_root=env["cache"])
+    pex_info, main, hook = render_pex_metadata(
         layers=env["layers"],
         sources=items,
         bootstrap_hash=bootstrap.bootstrap_hash,
-        entry_point="app:main",
-        interpreter_constraints=[">=3.9", "CPython==3.11.*"],
-        inject_env={"A": "1"},
-        inject_args=["--flag"],
-        inherit_path="fallback",
-        strip_pex_env=False,
+        options=PexOptions(
+            entry_point="app:main",
+            interpreter_constraints=[">=3.9", "CPython==3.11.*"],
+            inject_env={"A": "1"},
+            inject_args=["--flag"],
+            inherit_path="fallback",
+            strip_pex_env=False,
+        ),
     )
     reference = json.loads(pex_info)
     for key in ("code_hash", "pex_hash", "bootstrap_hash"):
         reference.pop(key)
 
     src = tmp_path / "src"
-    builder = PEXBuilder(path=str(tmp_path / "chroot"), interpreter=pexbuild._NoInterpreter())
+    builder = PEXBuilder(path=str(tmp_path / "chroot"), interpreter=bootstrap_mod._NoInterpreter())
     builder.info = PexInfo.from_json(json.dumps(reference))
-    builder.set_shebang(pexbuild.DEFAULT_SHEBANG)
+    builder.set_shebang(DEFAULT_SHEBANG)
     for name, data in sources.items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(data)
@@ -217,11 +232,11 @@ def test_metadata_matches_pex_builder(env, tmp_path: Path) -> None:
 
 def test_identical_inputs_identical_bytes(env, tmp_path: Path) -> None:
     kwargs = dict(sources=env["src"], entry_point="app:main", cache_root=env["cache"])
-    a = build_pex(env["layers"], tmp_path / "a.pex", **kwargs)
-    b = build_pex(list(reversed(env["layers"])), tmp_path / "b.pex", **kwargs)
+    a = _pex(env["layers"], tmp_path / "a.pex", **kwargs)
+    b = _pex(list(reversed(env["layers"])), tmp_path / "b.pex", **kwargs)
     assert _sha(Path(a.output)) == _sha(Path(b.output))
-    build_pex(env["layers"], tmp_path / "pa", layout="packed", **kwargs)
-    build_pex(env["layers"], tmp_path / "pb", layout="packed", **kwargs)
+    _pex(env["layers"], tmp_path / "pa", layout="packed", **kwargs)
+    _pex(env["layers"], tmp_path / "pb", layout="packed", **kwargs)
     assert _tree(tmp_path / "pa") == _tree(tmp_path / "pb")
 
 
@@ -250,7 +265,7 @@ def test_packed_layout_matches_pex(built, env) -> None:
 
 def test_split_layout_overlays_into_a_packed_pex(env, tmp_path: Path) -> None:
     out = tmp_path / "split"
-    result = build_pex(env["layers"], out, layout="split", sources=env["src"], entry_point="app:main",
+    result = _pex(env["layers"], out, layout="split", sources=env["src"], entry_point="app:main",
                        cache_root=env["cache"])
     deps, srcs = map(Path, result.outputs)
     assert sorted(p.name for p in deps.iterdir()) == [".bootstrap", ".deps"]
@@ -259,7 +274,7 @@ def test_split_layout_overlays_into_a_packed_pex(env, tmp_path: Path) -> None:
     shutil.copytree(env["src"], src2)
     (src2 / "extra.py").write_text("X = 1\n")
     out2 = tmp_path / "split2"
-    build_pex(env["layers"], out2, layout="split", sources=src2, entry_point="app:main", cache_root=env["cache"])
+    _pex(env["layers"], out2, layout="split", sources=src2, entry_point="app:main", cache_root=env["cache"])
     assert _tree(out / "deps") == _tree(out2 / "deps")
     assert _tree(out / "srcs") != _tree(out2 / "srcs")
 
@@ -273,9 +288,9 @@ def test_split_layout_overlays_into_a_packed_pex(env, tmp_path: Path) -> None:
 @pytest.mark.parametrize("layout", ["packed", "split"])
 def test_parts_merge_into_the_whole(env, tmp_path: Path, layout: str) -> None:
     kwargs = dict(layout=layout, sources=env["src"], entry_point="app:main", cache_root=env["cache"])
-    whole = build_pex(env["layers"], tmp_path / "whole", **kwargs)
-    deps = build_pex(env["layers"], tmp_path / "deps", part="deps", layout=layout, cache_root=env["cache"])
-    app = build_pex(env["layers"], tmp_path / "app", part="app", **kwargs)
+    whole = _pex(env["layers"], tmp_path / "whole", **kwargs)
+    deps = _pex(env["layers"], tmp_path / "deps", part="deps", layout=layout, cache_root=env["cache"])
+    app = _pex(env["layers"], tmp_path / "app", part="app", **kwargs)
     merged = tmp_path / "merged"
     for half in (tmp_path / "deps", tmp_path / "app"):
         shutil.copytree(half, merged, symlinks=True, dirs_exist_ok=True)
@@ -294,12 +309,12 @@ def test_parts_merge_into_the_whole(env, tmp_path: Path, layout: str) -> None:
 
 def test_a_zipapp_has_no_parts(env, tmp_path: Path) -> None:
     with pytest.raises(PexBuildError, match="only the packed and split layouts"):
-        build_pex(env["layers"], tmp_path / "x.pex", part="deps", cache_root=env["cache"])
+        _pex(env["layers"], tmp_path / "x.pex", part="deps", cache_root=env["cache"])
     assert not (tmp_path / "x.pex").exists()
 
 
 def test_console_script_entry_point(env, tmp_path: Path) -> None:
-    result = build_pex(env["layers"], tmp_path / "s.pex", script="greet-cli", cache_root=env["cache"])
+    result = _pex(env["layers"], tmp_path / "s.pex", script="greet-cli", cache_root=env["cache"])
     assert result.pex_info["entry_point"] == "greet:main"
     run = _run(_python("3.11"), Path(result.output), tmp_path / "root")
     assert run.stdout == "greet main hello\n", run.stderr
@@ -314,7 +329,7 @@ def test_venv_mode_with_injected_env_and_args(env, tmp_path: Path) -> None:
         "    in_venv = sys.prefix != sys.base_prefix\n"
         "    print(sys.argv[1:], os.environ.get('FOO'), in_venv, six.__version__)\n"
     )
-    result = build_pex(env["layers"], tmp_path / "v.pex", sources=src, entry_point="show:main",
+    result = _pex(env["layers"], tmp_path / "v.pex", sources=src, entry_point="show:main",
                        venv=True, inject_env={"FOO": "bar"}, inject_args=["--injected"],
                        cache_root=env["cache"])
     assert result.pex_info["venv"] is True and result.pex_info["includes_tools"] is True
@@ -325,10 +340,10 @@ def test_venv_mode_with_injected_env_and_args(env, tmp_path: Path) -> None:
 def test_failed_build_leaves_no_trace(env, tmp_path: Path) -> None:
     out = tmp_path / "app.pex"
     out.write_bytes(b"previous build")
-    with pytest.raises(pexbuild.ScriptNotFoundError, match="nope"):
-        build_pex(env["layers"], out, script="nope", cache_root=env["cache"])
-    with pytest.raises(pexbuild.InvalidSourceError):
-        build_pex(env["layers"], out, sources={"__main__.py": b""}, cache_root=env["cache"])
+    with pytest.raises(ScriptNotFoundError, match="nope"):
+        _pex(env["layers"], out, script="nope", cache_root=env["cache"])
+    with pytest.raises(InvalidSourceError):
+        _pex(env["layers"], out, sources={"__main__.py": b""}, cache_root=env["cache"])
     assert out.read_bytes() == b"previous build"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.pex"]
 
@@ -339,9 +354,9 @@ def _huge_layer(tmp_path: Path, entries: int) -> Layer:
     directory.mkdir()
     name = "huge-1.0-py3-none-any.whl"
     prefix = f".deps/{name}/"
-    index = zipfrag.write_fragment(
-        [zipfrag.SourceEntry(prefix)]
-        + [zipfrag.SourceEntry(f"{prefix}f{i:05d}", data=b"", compress=False) for i in range(entries)],
+    index = write_fragment(
+        [SourceEntry(prefix)]
+        + [SourceEntry(f"{prefix}f{i:05d}", data=b"", compress=False) for i in range(entries)],
         directory / "layer.frag",
         0,
     )
@@ -358,23 +373,23 @@ def test_zip64_zipapp_needs_python_3_13(env, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(Zip64RequiredError, match="packed"):
-        build_pex([huge], out_dir / "app.pex", cache_root=env["cache"])
+        _pex([huge], out_dir / "app.pex", cache_root=env["cache"])
     with pytest.raises(Zip64RequiredError, match="packed"):
-        build_pex([huge], out_dir / "app.pex", interpreter_constraints=[">=3.9"], cache_root=env["cache"])
+        _pex([huge], out_dir / "app.pex", interpreter_constraints=[">=3.9"], cache_root=env["cache"])
     assert list(out_dir.iterdir()) == []
 
-    result = build_pex([huge], out_dir / "app.pex", interpreter_constraints=[">=3.13"], cache_root=env["cache"])
+    result = _pex([huge], out_dir / "app.pex", interpreter_constraints=[">=3.13"], cache_root=env["cache"])
     assert result.zip64
     with zipfile.ZipFile(result.output) as zf:
         assert len(zf.infolist()) > 66000
 
 
 def test_admits_python_before_3_13() -> None:
-    assert pexbuild.admits_python_before_3_13([])
-    assert pexbuild.admits_python_before_3_13([">=3.9"])
-    assert pexbuild.admits_python_before_3_13([">=3.13", "CPython==3.12.*"])
-    assert not pexbuild.admits_python_before_3_13([">=3.13"])
-    assert not pexbuild.admits_python_before_3_13(["CPython>=3.13,<4"])
+    assert admits_python_before_3_13([])
+    assert admits_python_before_3_13([">=3.9"])
+    assert admits_python_before_3_13([">=3.13", "CPython==3.12.*"])
+    assert not admits_python_before_3_13([">=3.13"])
+    assert not admits_python_before_3_13(["CPython>=3.13,<4"])
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -387,9 +402,9 @@ def test_cli_builds_and_reports_user_errors(env, tmp_path: Path, capsys) -> None
     manifest.write_text(json.dumps([{"path": str(six), "sha256": _sha(six)}]))
     argv = [
         "--wheel", f"{greet}={_sha(greet)}", "--wheels-manifest", str(manifest),
-        "--sources", str(env["src"]), "--entry-point", "app:main", "--python-constraint", ">=3.9",
+        "--sources", str(env["src"]), "--entry-point", "app:main", "--interpreter-constraint", ">=3.9",
         "--inject-env", "FOO=bar", "--inject-arg", "x", "--output", str(out),
-        "--cache-dir", str(env["cache"]), "--jobs", "1",
+        "--cache-dir", str(env["cache"]), "--layer-jobs", "1",
     ]
     assert pack_cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)

@@ -213,7 +213,7 @@ def test_fetch_killed_mid_download_then_restarted_resumes_and_stays_intact(tmp_p
         index.update(faults=(Fault("slow", pattern=big.name, chunk_delay=0.04),))
         index.reset_log()
         fetch = [sys.executable, "-m", "fastpex", "fetch", "--lock", str(lock), "--target",
-                 "linux_x86_64-cp311", "--cache-dir", str(cache), "--jobs", "2"]  # fmt: skip
+                 "linux_x86_64-cp311", "--cache-dir", str(cache), "--fetch-jobs", "2"]  # fmt: skip
         proc = subprocess.Popen(fetch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         partial_dir = cache / "artifacts" / "v1" / "partial"
         big_sha = sha256_path(big)

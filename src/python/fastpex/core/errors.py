@@ -14,7 +14,7 @@ prints its own errors. This module imports nothing else of the core.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 
 class FastpexError(Exception):
@@ -43,18 +43,31 @@ class HashMismatchError(OperationalError):
     """Bytes whose sha256 is not the one they must have (a download, a stored or given artifact).
 
     The one type for every hash refusal, so callers catch one thing; `subject` names what was
-    checked (a filename or URL, never with credentials).
+    checked (a filename or URL, never with credentials), `url` where the bytes came from
+    (redacted) when they were downloaded.
     """
 
-    def __init__(self, message: str, *, subject: str = "", expected: str = "", actual: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str = "",
+        expected: str = "",
+        actual: Optional[str] = None,
+        url: Optional[str] = None,
+    ) -> None:
         super().__init__(message)
         self.subject = subject
         self.expected = expected
         self.actual = actual
+        self.url = url
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]  # pickled across fetch worker processes
-        return (_rebuild_hash_mismatch, (str(self), self.subject, self.expected, self.actual))
+    def __reduce__(self) -> Tuple[Callable[..., "HashMismatchError"], Tuple[str, str, str, Optional[str], Optional[str]]]:
+        """Pickled across fetch worker processes; the constructor takes keywords."""
+        return (_rebuild_hash_mismatch, (str(self), self.subject, self.expected, self.actual, self.url))
 
 
-def _rebuild_hash_mismatch(message: str, subject: str, expected: str, actual: Optional[str]) -> HashMismatchError:
-    return HashMismatchError(message, subject=subject, expected=expected, actual=actual)
+def _rebuild_hash_mismatch(
+    message: str, subject: str, expected: str, actual: Optional[str], url: Optional[str] = None
+) -> HashMismatchError:
+    return HashMismatchError(message, subject=subject, expected=expected, actual=actual, url=url)

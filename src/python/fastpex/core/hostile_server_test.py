@@ -23,12 +23,14 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from fastpex.core.cli.fetch import UsageError, place_into
-from fastpex.core.net.http import HttpClient, HttpConfig, HttpConnectionError
+from fastpex.core.errors import UsageError
+from fastpex.core.fetch import place_into
+from fastpex.core.net.errors import HttpConnectionError
+from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient, IndexUnreachableError, parse_html_page, parse_json_page
+from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import (
     MetadataError,
-    MetadataFetcher,
     MetadataInconsistentError,
     MetadataMismatchError,
     MetadataTooLargeError,

@@ -20,9 +20,11 @@ from fastpex.core.cli import build as build_cli
 from fastpex.core.cli import fetch as fetch_cli
 
 from fastpex.core.cli import lock as lock_cli
-from fastpex.core.net.http import HttpClient, HttpStatusError
+from fastpex.core.net.errors import HttpStatusError
+from fastpex.core.net.http import HttpClient
 from fastpex.core.net.index import IndexClient, IndexClientError
-from fastpex.core.lock.metadata import MetadataError, MetadataFetcher
+from fastpex.core.lock.fetcher import MetadataFetcher
+from fastpex.core.lock.metadata import MetadataError
 from fastpex.core.util.urls import authorization_for, redact, strip_credentials
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel, sha256_file

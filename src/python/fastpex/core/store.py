@@ -18,20 +18,27 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Optional, Union
 
-from fastpex.core.util.cache import CacheKind, cache_dir, file_lock, fsync_dir
+from fastpex.core.errors import HashMismatchError, UserError
 from fastpex.core.model import Artifact
+from fastpex.core.util.cache import (
+    CacheKind,
+    atomic_file,
+    cache_dir,
+    file_lock,
+    fsync_dir,
+    lock_path_for,
+    write_bytes_atomically,
+)
+from fastpex.core.util.hashing import hash_file
 
 __all__ = [
     "ArtifactStore",
     "PartialInfo",
     "StoreError",
-    "StoreHashMismatchError",
-    "hash_file",
 ]
 
 _CHUNK = 1 << 20
@@ -40,47 +47,23 @@ _CHUNK = 1 << 20
 _ENTRY_MODE = 0o444
 
 
-class StoreError(Exception):
-    """Base of the store's errors."""
+class StoreError(UserError):
+    """A store entry can't be named: the sha256 a lock gave is not a hex digest (a damaged lock)."""
 
 
-class StoreHashMismatchError(StoreError):
-    """Bytes offered to the store don't match the artifact's sha256 or size."""
-
-    def __init__(self, artifact: Artifact, actual_sha256: str, actual_size: int) -> None:
-        self.artifact = artifact
-        self.expected = artifact.sha256
-        self.actual = actual_sha256
-        self.actual_size = actual_size
-        size_note = ""
-        if artifact.size is not None and artifact.size != actual_size:
-            size_note = f" and its size is {actual_size} bytes instead of {artifact.size}"
-        super().__init__(
-            f"The content offered for `{artifact.filename}` has sha256 {actual_sha256} but the "
-            f"lock expects {artifact.sha256}{size_note}. Nothing was stored. The source file "
-            f"changed since the lock was made, or the lock is wrong: regenerate the lock"
-        )
-
-
-def hash_file(path: Union[str, Path], *, limit: Optional[int] = None) -> "hashlib._Hash":
-    """A sha256 object fed with the file's first `limit` bytes (all when None)."""
-    h = hashlib.sha256()
-    remaining = limit
-    with open(path, "rb") as fp:
-        while remaining is None or remaining > 0:
-            want = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            chunk = fp.read(want)
-            if not chunk:
-                break
-            h.update(chunk)
-            if remaining is not None:
-                remaining -= len(chunk)
-    return h
-
-
-def sha256_file(path: Union[str, Path]) -> str:
-    """The hex sha256 of a whole file (the one file-hashing helper of the core)."""
-    return hash_file(path).hexdigest()
+def _mismatch(artifact: Artifact, actual_sha256: str, actual_size: int) -> HashMismatchError:
+    """Bytes offered to the store that don't match the artifact's sha256 or size."""
+    size_note = ""
+    if artifact.size is not None and artifact.size != actual_size:
+        size_note = f" and its size is {actual_size} bytes instead of {artifact.size}"
+    return HashMismatchError(
+        f"The content offered for `{artifact.filename}` has sha256 {actual_sha256} but the "
+        f"lock expects {artifact.sha256}{size_note}. Nothing was stored. The source file "
+        f"changed since the lock was made, or the lock is wrong: regenerate the lock",
+        subject=artifact.filename,
+        expected=artifact.sha256,
+        actual=actual_sha256,
+    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +122,7 @@ class ArtifactStore:
     def evict(self, sha256: str) -> None:
         """Remove an entry (e.g. a corrupt one), under its lock so no writer is mid-rename."""
         path = self.path_for(sha256)
-        with file_lock(self._lock_path(path)):
+        with file_lock(lock_path_for(path)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -159,34 +142,29 @@ class ArtifactStore:
         return self._add(artifact, produce)
 
     def _add(self, artifact: Artifact, produce: Callable[[IO[bytes]], Iterator[bytes]]) -> Path:
-        """`produce(fp)` writes into the temp file and yields what it wrote (to hash it)."""
+        """`produce(fp)` writes into the temp file and yields what it wrote (to hash it).
+
+        Through `cache.atomic_file`: a sibling temp file, verified, renamed under the entry's
+        lock. An entry of the wrong size (damaged) is evicted first, so it is replaced.
+        """
         final = self.path_for(artifact.sha256)
         if self.has(artifact):
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self._lock_path(final)):
-            if self.has(artifact):
-                return final
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{artifact.sha256}.", suffix=".tmp", dir=final.parent
-            )
-            tmp = Path(tmp_name)
-            try:
-                h = hashlib.sha256()
-                size = 0
-                with os.fdopen(fd, "wb") as fp:
-                    for chunk in produce(fp):
-                        h.update(chunk)
-                        size += len(chunk)
-                    fp.flush()
-                    os.fsync(fp.fileno())
-                _check(artifact, h.hexdigest(), size)
-                os.chmod(tmp, _ENTRY_MODE)
-                os.replace(tmp, final)
-                fsync_dir(final.parent)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+        if final.exists():
+            self.evict(artifact.sha256)
+
+        def write(tmp: Path) -> None:
+            h = hashlib.sha256()
+            size = 0
+            with open(tmp, "wb") as fp:
+                for chunk in produce(fp):
+                    h.update(chunk)
+                    size += len(chunk)
+            _check(artifact, h.hexdigest(), size)
+
+        atomic_file(final, write)
+        if os.stat(final).st_mode & 0o222:
+            os.chmod(final, _ENTRY_MODE)  # after the rename: atomic_file fsyncs the temp file writable
         return final
 
     # -- partial downloads --------------------------------------------------------------------
@@ -200,7 +178,7 @@ class ArtifactStore:
     @contextlib.contextmanager
     def download_lock(self, sha256: str) -> Iterator[None]:
         """Held for a whole download, so two processes never write one partial file."""
-        with file_lock(self.partial_dir / f"{_check_sha(sha256)}.lck"):
+        with file_lock(lock_path_for(self.partial_dir / _check_sha(sha256))):
             yield
 
     def read_partial_info(self, sha256: str) -> Optional[PartialInfo]:
@@ -217,20 +195,13 @@ class ArtifactStore:
 
     def write_partial_info(self, sha256: str, info: PartialInfo) -> None:
         path = self.partial_info_path(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "url": info.url,
-                    "etag": info.etag,
-                    "last_modified": info.last_modified,
-                    "accept_ranges": info.accept_ranges,
-                },
-                sort_keys=True,
-            )
-        )
-        os.replace(tmp, path)
+        data = {
+            "url": info.url,
+            "etag": info.etag,
+            "last_modified": info.last_modified,
+            "accept_ranges": info.accept_ranges,
+        }
+        write_bytes_atomically(path, json.dumps(data, sort_keys=True).encode("utf-8"))
 
     def discard_partial(self, sha256: str) -> None:
         for path in (self.partial_path(sha256), self.partial_info_path(sha256)):
@@ -240,19 +211,19 @@ class ArtifactStore:
     def commit_partial(self, artifact: Artifact, actual_sha256: str) -> Path:
         """Move a complete partial download into place; the caller hashed it while writing.
 
-        Raises `StoreHashMismatchError` (and deletes the partial) if it isn't the artifact.
+        Raises `HashMismatchError` (and deletes the partial) if it isn't the artifact.
         If another process stored the entry meanwhile, its copy wins and ours is deleted.
         """
         part = self.partial_path(artifact.sha256)
         size = part.stat().st_size
         try:
             _check(artifact, actual_sha256, size)
-        except StoreHashMismatchError:
+        except HashMismatchError:
             self.discard_partial(artifact.sha256)
             raise
         final = self.path_for(artifact.sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self._lock_path(final)):
+        with file_lock(lock_path_for(final)):
             if self.has(artifact):
                 self.discard_partial(artifact.sha256)
                 return final
@@ -266,11 +237,6 @@ class ArtifactStore:
         return final
 
     # -- helpers ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _lock_path(final: Path) -> Path:
-        # The same lock `cache.atomic_file` takes, so writers through either path exclude each other.
-        return final.with_name(final.name + ".lck")
 
     def clear(self) -> None:
         """Delete every entry (tests, `fastpex cache clean`)."""
@@ -287,7 +253,7 @@ def _copy_chunks(chunks: Iterable[bytes], fp: IO[bytes]) -> Iterator[bytes]:
 
 def _check(artifact: Artifact, actual_sha256: str, size: int) -> None:
     if actual_sha256.lower() != artifact.sha256.lower() or (artifact.size is not None and size != artifact.size):
-        raise StoreHashMismatchError(artifact, actual_sha256, size)
+        raise _mismatch(artifact, actual_sha256, size)
 
 
 def _check_sha(sha256: str) -> str:

@@ -5,18 +5,14 @@ import multiprocessing
 import os
 import random
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
-from fastpex.core.util.cache import CacheKind, cache_dir
+from fastpex.core.errors import HashMismatchError
 from fastpex.core.model import Artifact
-from fastpex.core.store import (
-    ArtifactStore,
-    PartialInfo,
-    StoreError,
-    StoreHashMismatchError,
-)
+from fastpex.core.store import ArtifactStore, PartialInfo, StoreError
+from fastpex.core.util.cache import CacheKind, cache_dir
 
 DATA = random.Random(0).randbytes(300_000)  # the same in spawned processes
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -32,7 +28,7 @@ def leftovers(store: ArtifactStore) -> List[str]:
     )
 
 
-def chunks(data: bytes, size: int = 65536):  # type: ignore[no-untyped-def]
+def chunks(data: bytes, size: int = 65536) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
 
@@ -62,14 +58,14 @@ def test_add_file(tmp_path: Path) -> None:
 
 def test_mismatch_stores_nothing(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    with pytest.raises(StoreHashMismatchError) as info:
+    with pytest.raises(HashMismatchError) as info:
         store.add_stream(ARTIFACT, chunks(DATA[:-1] + bytes([DATA[-1] ^ 1])))
     assert info.value.expected == SHA and "regenerate the lock" in str(info.value)
     assert not store.path_for(SHA).exists()
     assert leftovers(store) == []
     # Right bytes, wrong size in the lock: also refused.
     wrong_size = Artifact(ARTIFACT.url, ARTIFACT.filename, SHA, len(DATA) + 1)
-    with pytest.raises(StoreHashMismatchError, match="size"):
+    with pytest.raises(HashMismatchError, match="size"):
         store.add_stream(wrong_size, chunks(DATA))
     assert leftovers(store) == []
 
@@ -120,7 +116,7 @@ def test_partial_commit_mismatch_deletes_partial(tmp_path: Path) -> None:
     part = store.partial_path(SHA)
     part.parent.mkdir(parents=True, exist_ok=True)
     part.write_bytes(DATA[:-5])
-    with pytest.raises(StoreHashMismatchError):
+    with pytest.raises(HashMismatchError):
         store.commit_partial(ARTIFACT, hashlib.sha256(DATA[:-5]).hexdigest())
     assert not part.exists() and not store.path_for(SHA).exists()
 

@@ -5,47 +5,30 @@ Example::
     python -m fastpex fetch --lock 3rdparty/python/default.lock \\
         --target linux_x86_64-cp311 --dest dist/wheels --manifest-out dist/wheels.json
 
-Selection is pure (`selection.py`), downloading is `fetch.py`; this module only parses arguments,
-loads the lock, and publishes the result: `--dest` gets each file under its own filename (a hard
-link into the store when possible, else a copy; each placed by rename, so never half-written),
-and `--manifest-out` a JSON list of `{filename, sha256, path}` that `fastpex pack --wheels-manifest`
-reads. User errors exit 2 with a one-paragraph message; download failures exit 1.
+This module only parses argv into a `FetchRequest`, calls `fastpex.core.fetch.fetch` and maps
+errors to exit codes: user errors (`UserError`) exit 2, failed downloads and disk trouble 1,
+each printed as `fastpex fetch: error: ...`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import IO, Dict, List, Optional, Sequence
+from typing import IO, Optional, Sequence
 
-from fastpex.core.util.cache import write_bytes_atomically
-from fastpex.core.fetch.downloader import (
-    DEFAULT_JOBS,
-    FetchError,
-    OfflineError,
-    Reporter,
-    default_reporter,
-    fetch,
-)
-from fastpex.core.net.index import unsafe_filename_problem
-from fastpex.core.model import FetchedArtifact, Lock
-from fastpex.core.fetch.selection import SelectionError, select_artifacts, targets_for
-from fastpex.core.store import ArtifactStore, StoreError
-from fastpex.core.util.urls import redact
+from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.fetch import FetchRequest, fetch
+from fastpex.core.fetch.api import DEFAULT_RETRIES
+from fastpex.core.fetch.downloader import DEFAULT_JOBS
+from fastpex.core.fetch.progress import Reporter, default_reporter
+from fastpex.core.fetch.transfer import DEFAULT_TIMEOUT
+from fastpex.core.model import Lock
 
-__all__ = ["UsageError", "build_parser", "main", "place_into"]
+__all__ = ["build_parser", "main"]
 
-EXIT_FETCH_FAILED = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A problem with the command line or its inputs; exits 2."""
+EXIT_FAILED = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fastpex's cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex)",
     )
     parser.add_argument(
-        "--jobs",
+        "--fetch-jobs",
         type=int,
         default=DEFAULT_JOBS,
         metavar="N",
@@ -87,14 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: 2 per core, 4 to 16; here {DEFAULT_JOBS})",
     )
     parser.add_argument(
-        "--retries", type=int, default=5, metavar="N", help="retries per artifact (default: 5)"
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help=f"retries per artifact (default: {DEFAULT_RETRIES})",
     )
     parser.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
+        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help="seconds a connection may stall before it is retried (default: 30)",
+        help=f"seconds a connection may stall before it is retried (default: {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument(
         "--offline", action="store_true", help="use only the store; never touch the network"
@@ -128,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_lock(path: str) -> Lock:
     if not os.path.isfile(path):
         raise UsageError(f"The lockfile `{path}` does not exist. Pass the lock's path with --lock")
-    from fastpex.core.lockfile.codec import load_lock  # lazy: only the CLI needs the lock readers
+    from fastpex.core.lockfile import load_lock  # lazy: only the CLI needs the lock readers
 
     try:
         return load_lock(path)
@@ -139,43 +126,9 @@ def _load_lock(path: str) -> Lock:
         ) from e
 
 
-def place_into(dest: Path, fetched: Sequence[FetchedArtifact]) -> Dict[str, Path]:
-    """Put each artifact at `dest/<filename>` by rename (hard link if possible, else copy)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    by_name: Dict[str, FetchedArtifact] = {}
-    for item in fetched:
-        other = by_name.setdefault(item.artifact.filename, item)
-        if other.artifact.sha256 != item.artifact.sha256:
-            raise UsageError(
-                f"Two different artifacts are both named `{item.artifact.filename}` (from "
-                f"{redact(other.artifact.url)} and {redact(item.artifact.url)}), so they can't "
-                f"share --dest. Fetch the targets into separate directories"
-            )
-    placed: Dict[str, Path] = {}
-    for name, item in by_name.items():
-        problem = unsafe_filename_problem(name)
-        if problem is not None:
-            raise UsageError(f"The lock has an unsafe artifact filename {name!r} ({problem}). Regenerate the lock")
-        final = dest / name
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dest)
-        os.close(fd)
-        os.unlink(tmp_name)
-        try:
-            try:
-                os.link(item.path, tmp_name)
-            except OSError:  # another filesystem, or links not allowed
-                shutil.copyfile(item.path, tmp_name)
-            os.replace(tmp_name, final)
-        finally:
-            if os.path.lexists(tmp_name):
-                os.unlink(tmp_name)
-        placed[item.artifact.sha256] = final
-    return placed
-
-
-def _run(args: argparse.Namespace, lock: Optional[Lock], reporter: Optional[Reporter]) -> int:
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+def _request(args: argparse.Namespace, lock: Optional[Lock], reporter: Optional[Reporter]) -> FetchRequest:
+    if args.fetch_jobs < 1:
+        raise UsageError(f"--fetch-jobs must be at least 1, not {args.fetch_jobs}")
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, not {args.retries}")
     if lock is None:
@@ -185,38 +138,21 @@ def _run(args: argparse.Namespace, lock: Optional[Lock], reporter: Optional[Repo
     if not args.target:
         known = ", ".join(f"`{r.target.name}`" for r in lock.resolves) or "none"
         raise UsageError(f"Pass at least one --target NAME. The lock declares these targets: {known}")
-    targets = targets_for(lock, args.target)
-    selection = select_artifacts(lock, targets, allow_sdists=args.allow_sdists)
-    store = ArtifactStore(Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None)
-    if args.verify:
-        for artifact in selection.artifacts:
-            store.verify(artifact, full=True)  # evicts corrupt entries, fetched again below
-    fetched = fetch(
-        selection.artifacts,
-        store,
-        jobs=args.jobs,
-        configured_indexes=args.index,
-        offline=args.offline,
+    return FetchRequest(
+        lock=lock,
+        targets=tuple(args.target),
+        cache_root=Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None,
+        jobs=args.fetch_jobs,
         retries=args.retries,
         timeout=args.timeout,
+        offline=args.offline,
+        indexes=tuple(args.index),
+        allow_sdists=args.allow_sdists,
+        verify=args.verify,
+        dest=Path(args.dest) if args.dest else None,
+        manifest=Path(args.manifest_out) if args.manifest_out else None,
         progress=reporter if reporter is not None else default_reporter(sys.stderr),
     )
-    paths = {f.artifact.sha256: Path(f.path) for f in fetched}
-    if args.dest:
-        paths.update(place_into(Path(args.dest), fetched))
-    if args.manifest_out:
-        manifest: List[Dict[str, str]] = [
-            {
-                "filename": f.artifact.filename,
-                "sha256": f.artifact.sha256,
-                "path": str(paths[f.artifact.sha256].absolute()),
-            }
-            for f in fetched
-        ]
-        write_bytes_atomically(
-            Path(args.manifest_out), (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-        )
-    return 0
 
 
 def main(
@@ -231,17 +167,16 @@ def main(
     err = stderr if stderr is not None else sys.stderr
     try:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        return _run(args, lock, reporter)
-    except (UsageError, SelectionError, OfflineError, StoreError) as e:
-        print(f"fastpex fetch: {e}", file=err)
-        return EXIT_USAGE
-    except FetchError as e:
-        print(f"fastpex fetch: {e}", file=err)
-        return EXIT_FETCH_FAILED
+        fetch(_request(args, lock, reporter))
+        return 0
+    except FastpexError as e:
+        print(f"fastpex fetch: error: {e}", file=err)
+        return e.exit_code
     except OSError as e:
         # --dest / --manifest-out / --cache-dir not writable, disk full...
-        print(f"fastpex fetch: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=err)
-        return EXIT_FETCH_FAILED
+        detail = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"fastpex fetch: error: {detail}", file=err)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

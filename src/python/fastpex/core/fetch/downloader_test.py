@@ -4,25 +4,23 @@ import hashlib
 import io
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from fastpex.core.fetch import downloader as fetch_module
-from fastpex.core.fetch.downloader import (
-    DEFAULT_JOBS,
-    DownloadError,
-    HashMismatchError,
-    OfflineError,
-    QuietReporter,
-    Reporter,
-    TTYReporter,
-    default_reporter,
-    fetch,
-)
-from fastpex.core.model import Artifact
+from fastpex.core.errors import HashMismatchError
+from fastpex.core.fetch import transfer as transfer_module
+from fastpex.core.fetch import workers as workers_module
+from fastpex.core.fetch.downloader import DEFAULT_JOBS, default_jobs, fetch
+from fastpex.core.fetch.errors import DownloadError, OfflineError, download_mismatch
+from fastpex.core.fetch.progress import QuietReporter, Reporter, TTYReporter, default_reporter
+from fastpex.core.fetch.transfer import MAX_READ, PartialWriter
+from fastpex.core.fetch.workers import default_processes, transportable
+from fastpex.core.lockfile import dumps_lock
+from fastpex.core.model import Artifact, Lock
 from fastpex.core.fetch.selection import select_artifacts, target_for
 from fastpex.core.fetch.selection_test import dist, linux_target, mac_target, make_lock
 from fastpex.core.store import ArtifactStore, PartialInfo
@@ -124,7 +122,7 @@ def test_default_jobs_is_two_per_core_within_4_and_16(monkeypatch: pytest.Monkey
     assert inspect.signature(fetch).parameters["jobs"].default == DEFAULT_JOBS
     for cores, jobs in ((None, 4), (1, 4), (2, 4), (3, 6), (8, 16), (64, 16)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert fetch_module._default_jobs() == jobs
+        assert default_jobs() == jobs
 
 
 # -- resume --------------------------------------------------------------------------------------
@@ -368,7 +366,7 @@ def test_warm_store_makes_no_requests_and_no_rehash(
     def no_hashing(*args: object, **kwargs: object) -> None:
         raise AssertionError("a warm fetch must not rehash")
 
-    monkeypatch.setattr(fetch_module, "hash_file", no_hashing)
+    monkeypatch.setattr(transfer_module, "hash_file", no_hashing)
     monkeypatch.setattr(hashlib, "sha256", no_hashing)
     second = fetch(artifacts, store, **FAST)
     monkeypatch.undo()
@@ -463,14 +461,24 @@ def test_reporters(server: IndexServer, dists: Path, tmp_path: Path) -> None:
     assert tty.received == artifacts[1].size + artifacts[2].size  # type: ignore[operator]
 
 
-def test_reporter_base_is_a_no_op() -> None:
-    Reporter().start(total_files=1, total_bytes=1, cached_files=0, cached_bytes=0)
+def test_reporter_base_is_a_no_op(capsys: pytest.CaptureFixture[str]) -> None:
+    reporter = Reporter()
+    artifact = Artifact("https://example.org/x-1.0-py3-none-any.whl", "x-1.0-py3-none-any.whl", "a" * 64, 10)
+    before = dict(reporter.__dict__)
+    reporter.start(total_files=1, total_bytes=10, cached_files=0, cached_bytes=0)
+    reporter.artifact_started(artifact)
+    reporter.bytes_received(artifact, 10)
+    reporter.artifact_retrying(artifact, 2, "HTTP 503", 0.5)
+    reporter.artifact_finished(artifact, cached=False)
+    reporter.finish(ok=True)
+    assert reporter.__dict__ == before  # keeps no state
+    assert capsys.readouterr() == ("", "")  # and prints nothing
 
 
 # -- the CLI -------------------------------------------------------------------------------------
 
 
-def cli_lock(server: IndexServer, dists: Path):  # type: ignore[no-untyped-def]
+def cli_lock(server: IndexServer, dists: Path) -> Tuple[Lock, Artifact, Artifact, Artifact]:
     linux_whl = wheel(dists, "torchish", tag="cp311-cp311-manylinux_2_17_x86_64")
     mac_whl = wheel(dists, "torchish", tag="cp311-cp311-macosx_11_0_arm64")
     pure = wheel(dists, "pure")
@@ -486,11 +494,11 @@ def cli_lock(server: IndexServer, dists: Path):  # type: ignore[no-untyped-def]
     return lock, a[linux_whl.name], a[mac_whl.name], a[pure.name]
 
 
-def run_cli(argv: List[str], lock: object = None) -> "tuple[int, str]":
+def run_cli(argv: List[str], lock: Optional[Lock] = None) -> Tuple[int, str]:
     from fastpex.core.cli.fetch import main
 
     err = io.StringIO()
-    code = main(argv, lock=lock, reporter=Reporter(), stderr=err)  # type: ignore[arg-type]
+    code = main(argv, lock=lock, reporter=Reporter(), stderr=err)
     return code, err.getvalue()
 
 
@@ -501,7 +509,7 @@ def test_cli_fetches_into_dest_and_writes_manifest(server: IndexServer, dists: P
     dest, manifest = tmp_path / "out", tmp_path / "manifest.json"
     code, err = run_cli(
         ["--target", "linux_x86_64-cp311", "--cache-dir", str(tmp_path / "c"), "--dest", str(dest),
-         "--manifest-out", str(manifest), "--jobs", "2"],
+         "--manifest-out", str(manifest), "--fetch-jobs", "2"],
         lock,
     )
     assert (code, err) == (0, "")
@@ -531,7 +539,7 @@ def test_cli_fetches_into_dest_and_writes_manifest(server: IndexServer, dists: P
     [
         (["--target", "windows-cp311"], "`linux_x86_64-cp311`, `macosx_arm64-cp311`"),
         ([], "Pass at least one --target"),
-        (["--target", "linux_x86_64-cp311", "--jobs", "0"], "--jobs must be at least 1"),
+        (["--target", "linux_x86_64-cp311", "--fetch-jobs", "0"], "--fetch-jobs must be at least 1"),
         (["--target", "linux_x86_64-cp311", "--bogus"], "unrecognized arguments"),
         (["--target", "linux_x86_64-cp311", "--offline"], "Offline mode"),
     ],
@@ -646,10 +654,9 @@ def test_if_range_mismatch_restarts_from_zero(store: ArtifactStore) -> None:
 
 
 def test_cli_reads_a_real_lockfile(server: IndexServer, dists: Path, tmp_path: Path) -> None:
-    lockfile = pytest.importorskip("fastpex.core.lockfile.codec")
     lock, linux, _, pure = cli_lock(server, dists)
     path = tmp_path / "default.lock"
-    path.write_text(lockfile.dumps_lock(lock))
+    path.write_text(dumps_lock(lock))
     manifest = tmp_path / "m.json"
     code, err = run_cli(
         ["--lock", str(path), "--target", "linux_x86_64-cp311", "--cache-dir", str(tmp_path / "c"),
@@ -668,12 +675,10 @@ def test_cli_reads_a_real_lockfile(server: IndexServer, dists: Path, tmp_path: P
 
 def test_python_dash_m_fastpex_fetch(server: IndexServer, dists: Path, tmp_path: Path) -> None:
     import subprocess
-    import sys
 
-    lockfile = pytest.importorskip("fastpex.core.lockfile.codec")
     lock, linux, _, pure = cli_lock(server, dists)
     path = tmp_path / "default.lock"
-    path.write_text(lockfile.dumps_lock(lock))
+    path.write_text(dumps_lock(lock))
     src = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": src, "NO_PROXY": "127.0.0.1"}
     base = [sys.executable, "-m", "fastpex", "fetch", "--lock", str(path), "--cache-dir", str(tmp_path / "c")]
@@ -694,14 +699,14 @@ def test_python_dash_m_fastpex_fetch(server: IndexServer, dists: Path, tmp_path:
 def spy_on_workers(monkeypatch: pytest.MonkeyPatch) -> List[Optional[list]]:
     """Records the worker processes each fetch started (None: it fell back to threads)."""
     started: List[Optional[list]] = []
-    real = fetch_module._start_processes
+    real = workers_module.start_processes
 
-    def spy(setup: Dict[str, object], jobs: int, count: int) -> Optional[list]:
+    def spy(setup: workers_module.WorkerSetup, jobs: int, count: int) -> Optional[list]:
         workers = real(setup, jobs, count)
         started.append(None if workers is None else list(workers))
         return workers
 
-    monkeypatch.setattr(fetch_module, "_start_processes", spy)
+    monkeypatch.setattr(workers_module, "start_processes", spy)
     return started
 
 
@@ -756,13 +761,13 @@ def test_worker_processes_share_the_jobs_bound(
 
 def test_default_processes_is_one_per_core_within_jobs_and_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert fetch_module.default_processes(8, 62) == 2
-    assert fetch_module.default_processes(8, 1) == 1
-    assert fetch_module.default_processes(1, 62) == 1
+    assert default_processes(8, 62) == 2
+    assert default_processes(8, 1) == 1
+    assert default_processes(1, 62) == 1
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert fetch_module.default_processes(8, 62) == 8
+    assert default_processes(8, 62) == 8
     monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert fetch_module.default_processes(8, 62) == 1
+    assert default_processes(8, 62) == 1
 
 
 def test_hash_mismatch_in_a_worker_process(
@@ -777,7 +782,7 @@ def test_hash_mismatch_in_a_worker_process(
         fetch([bad, good], store, jobs=2, processes=2, **FAST)
     assert started and started[0] is not None
     error = info.value
-    assert (error.expected, error.actual, error.url, error.filename) == (wrong, sha256_file(path), bad.url, bad.filename)
+    assert (error.expected, error.actual, error.url, error.subject) == (wrong, sha256_file(path), bad.url, bad.filename)
     assert wrong in str(error) and sha256_file(path) in str(error) and bad.url in str(error)
     assert len(file_requests(server, bad)) == 1  # not retried
     assert not store.path_for(wrong).exists() and not store.partial_path(wrong).exists()
@@ -798,7 +803,8 @@ def test_download_error_from_a_worker_process_names_the_file(
     assert info.value.attempts == 3 and info.value.filename == flaky.filename
     assert flaky.filename in str(info.value) and "HTTP 503" in str(info.value)
     assert [e[2] for e in reporter.events if e[0] == "retry"] == [2, 3]
-    assert "ready before the failure" in reporter.stream.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(reporter.stream, io.StringIO)
+    assert "ready before the failure" in reporter.stream.getvalue()
     assert_store_clean(store, allow_partials=True)
 
 
@@ -863,7 +869,7 @@ def test_falls_back_to_threads_when_worker_processes_cannot_start(
     server: IndexServer, dists: Path, store: ArtifactStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = spy_on_workers(monkeypatch)
-    monkeypatch.setattr(fetch_module.sys, "executable", str(Path(store.dir) / "no-such-python"))
+    monkeypatch.setattr(sys, "executable", str(Path(store.dir) / "no-such-python"))
     artifacts = [artifact_for(server, wheel(dists, f"pkg{i}")) for i in range(3)]
     fetched = fetch(artifacts, store, jobs=2, processes=2, **FAST)
     assert started == [None]
@@ -877,7 +883,7 @@ def test_fetch_errors_survive_the_trip_from_a_worker() -> None:
 
     art = Artifact("https://u:secret@example.org/x-1.0-py3-none-any.whl", "x-1.0-py3-none-any.whl", "a" * 64, 10)
     errors = [
-        HashMismatchError(art.url, art.filename, "a" * 64, "b" * 64, expected_size=10, actual_size=11),
+        download_mismatch(art.url, art.filename, "a" * 64, "b" * 64, expected_size=10, actual_size=11),
         DownloadError(art.url, art.filename, "HTTP 503 Service Unavailable", attempts=6),
         OfflineError([art]),
     ]
@@ -891,26 +897,26 @@ def test_fetch_errors_survive_the_trip_from_a_worker() -> None:
         def __init__(self, a: int, b: int) -> None:
             super().__init__(f"{a}/{b}")
 
-    converted = fetch_module._transportable(Odd(1, 2), art)
+    converted = transportable(Odd(1, 2), art)
     assert isinstance(converted, DownloadError) and "Odd: 1/2" in str(converted)
     kept = ValueError("plain")
-    assert fetch_module._transportable(kept, art) is kept
+    assert transportable(kept, art) is kept
 
 
 @pytest.mark.parametrize("direct", [True, False])
 def test_partial_writer_keeps_every_byte(direct: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch_module, "_USE_DIRECT_IO", direct)
-    data = os.urandom(3 * fetch_module._MAX_READ + 12345)
+    monkeypatch.setattr(transfer_module, "USE_DIRECT_IO", direct)
+    data = os.urandom(3 * MAX_READ + 12345)
     part = tmp_path / "x.part"
-    block = fetch_module._MAX_READ
-    writer = fetch_module._PartialWriter(part, append=False)
+    block = MAX_READ
+    writer = PartialWriter(part, append=False)
     assert writer.direct is (direct and writer.direct)  # O_DIRECT only when enabled (and supported)
     writer.write(memoryview(data)[:block])
     writer.write(memoryview(data)[block : 2 * block])
     writer.write(memoryview(data)[2 * block : 2 * block + 777])  # short: through the page cache
     writer.close()
     # A resume from an unaligned offset appends through the page cache.
-    writer = fetch_module._PartialWriter(part, append=True)
+    writer = PartialWriter(part, append=True)
     assert not writer.direct
     writer.write(memoryview(data)[2 * block + 777 :])
     writer.close()

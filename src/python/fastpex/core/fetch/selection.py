@@ -26,6 +26,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from fastpex.core.errors import UserError
 from fastpex.core.util.deps import walk
 from fastpex.core.model import (
     Artifact,
@@ -52,8 +53,9 @@ __all__ = [
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
-class SelectionError(Exception):
-    """Base of the errors raised while choosing artifacts from a lock."""
+class SelectionError(UserError):
+    """Base of the errors raised while choosing artifacts from a lock (the lock or the targets
+    asked for are wrong: exit 2)."""
 
 
 class UnknownTargetError(SelectionError, KeyError):

@@ -11,16 +11,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from fastpex.core.net.http import (
-    GLOBAL_COUNTER,
-    ByteCounter,
-    HttpClient,
-    HttpConfig,
+from fastpex.core.net.errors import (
     HttpConnectionError,
     HttpStatusError,
     ResponseTooLargeError,
     TooManyRedirectsError,
 )
+from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.response import GLOBAL_COUNTER, ByteCounter
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel
 

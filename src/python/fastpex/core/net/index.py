@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
-from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
 from packaging.utils import (
     InvalidWheelFilename,
@@ -30,10 +30,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from fastpex.core.net.http import HttpClient, HttpError, HttpStatusError
+from fastpex.core.errors import UserError
 from fastpex.core.model import Artifact
-from fastpex.core.store import sha256_file
-from fastpex.core.util.urls import redact, strip_credentials
+from fastpex.core.net.errors import HttpError, HttpStatusError
+from fastpex.core.net.http import HttpClient
+from fastpex.core.util.hashing import sha256_file
+from fastpex.core.util.urls import filename_from_url, redact, strip_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,9 @@ SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 CoreMetadata = Union[None, bool, Mapping[str, str]]
 
 
-class IndexClientError(Exception):
-    """Base of the index client's errors; messages carry only redacted URLs."""
+class IndexClientError(UserError):
+    """Base of the index client's errors (the configured index is wrong or unusable: exit 2);
+    messages carry only redacted URLs."""
 
 
 class IndexUnreachableError(IndexClientError):
@@ -280,10 +283,6 @@ def _core_metadata_from_html(value: Optional[str]) -> CoreMetadata:
     return True  # malformed hash: the file exists, its hash is unknown (as pip treats it)
 
 
-def _filename_from_url(url: str) -> str:
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-
-
 def unsafe_filename_problem(filename: str) -> Optional[str]:
     """Why `filename` must never become a path (or a line of a file), else None.
 
@@ -331,7 +330,9 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         raise IndexPageError(page_url, f"invalid JSON ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise IndexPageError(page_url, "the JSON has no `files` list")
-    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    meta = doc.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     files: List[ProjectFile] = []
     for entry in doc["files"]:
         if not isinstance(entry, dict) or not entry.get("url") or not entry.get("filename"):
@@ -392,7 +393,7 @@ def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     files: List[ProjectFile] = []
     for anchor in parser.anchors:
         url, hashes = _file_url(base, anchor["href"] or "")
-        filename = _filename_from_url(url)
+        filename = filename_from_url(url)
         if not filename:
             continue
         yanked = "data-yanked" in anchor

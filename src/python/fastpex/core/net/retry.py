@@ -1,0 +1,48 @@
+"""When to try a request again: exponential backoff with jitter, capped, and `Retry-After`.
+
+One policy for every caller that retries (the HTTP client for pages and metadata, the fetch
+downloader for artifacts), as uv's `retry` module serves all of its clients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+__all__ = ["Backoff", "TRANSIENT_STATUSES", "parse_retry_after"]
+
+# Statuses worth retrying: the server is busy, restarting or rate-limiting (every 5xx is, too).
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a `Retry-After` header given in seconds; None when absent or not a finite,
+    non-negative number (an HTTP-date counts as absent: the backoff alone then decides)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry `attempt` (0 = the first retry): `initial * 2**attempt` capped at
+    `maximum`, times a random factor in `jitter` (clients that failed together must not retry
+    in lockstep). A server's `Retry-After` is a floor, itself capped at `maximum`: a hostile
+    server can't park a client for an hour."""
+
+    initial: float
+    maximum: float
+    jitter: Tuple[float, float] = (0.5, 1.5)
+
+    def delay(self, attempt: int, retry_after: Optional[float] = None) -> float:
+        low, high = self.jitter
+        delay = min(self.maximum, self.initial * (2**attempt)) * random.uniform(low, high)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.maximum))
+        return delay

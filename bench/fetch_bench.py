@@ -6,8 +6,8 @@ store/cache:
 
   capacity   curl of the same URLs: serial (one curl, one connection) and N in parallel
              (xargs -P N), to /dev/null
-  fastpex    python -m fastpex fetch with its default --jobs (2 per core, 4-16), then --jobs 8 and
-             --jobs 16 (fresh cache dir each)
+  fastpex    python -m fastpex fetch with its default --fetch-jobs (2 per core, 4-16), then
+             --fetch-jobs 8 and --fetch-jobs 16 (fresh cache dir each)
   pip        pip download --no-deps --no-cache-dir <the locked URLs>  (serial downloads)
   uv         uv pip install --no-deps <name==version pins> into a scratch venv, cold --cache-dir
              (reference only: it also unpacks and installs)
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import SRC, Comparison, Report, clean_env, fmt_bytes, measure, rmtree  # noqa: E402
 
 sys.path.insert(0, str(SRC))
-from fastpex.core.lockfile.codec import load_lock  # noqa: E402
+from fastpex.core.lockfile import load_lock  # noqa: E402
 try:  # the module was renamed select -> selection on 2026-11-25
     from fastpex.core.fetch.selection import select_artifacts, targets_for  # noqa: E402
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--venv-python", default="/root/.pyenv/versions/3.11.7/bin/python3.11")
     ap.add_argument("--parallel", type=int, nargs="+", default=[8, 16], help="curl parallelism levels")
     ap.add_argument("--jobs", nargs="+", default=["default", "8", "16"],
-                    help="fastpex fetch --jobs levels ('default': no --jobs, fastpex's default for this machine)")
+                    help="fastpex fetch --fetch-jobs levels ('default': no --fetch-jobs, fastpex's default for this machine)")
     args = ap.parse_args()
 
     work: Path = args.work
@@ -84,10 +84,10 @@ def main() -> int:
                                   cwd=SRC, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
     def jobs_argv(j):
-        return [] if j == "default" else ["--jobs", str(j)]
+        return [] if j == "default" else ["--fetch-jobs", str(j)]
 
     def jobs_label(j):
-        return f"(default --jobs = {default_jobs})" if j == "default" else f"--jobs {j}"
+        return f"(default --fetch-jobs = {default_jobs})" if j == "default" else f"--fetch-jobs {j}"
 
     fp = {}
     for j in args.jobs:

@@ -31,7 +31,11 @@ from fastpex.core.errors import FastpexError, UsageError
 from fastpex.core.lock.api import LockOptions, LockRequest, lock
 from fastpex.core.lock.proxy import Route
 from fastpex.core.lockfile import LockfileError, PantsHeader
-from fastpex.core.platforms import UnknownPlatformError, expand_targets, python_versions_for_constraints
+from fastpex.core.platforms import (
+    UnknownPlatformError,
+    expand_targets,
+    python_versions_for_constraints,
+)
 
 __all__ = ["main", "parse_route", "parse_upload_cutoff", "read_requirements_file"]
 
@@ -183,7 +187,7 @@ def _request(args: argparse.Namespace) -> LockRequest:
         raise UsageError(str(e)) from e
     targets = expand_targets(args.target, versions if args.interpreter_constraint else ())
     indexes = _parse_indexes(args.index)
-    routes = []
+    routes: List[Route] = []
     for text in args.route:
         projects, names, platforms = parse_route(text)
         routes.extend(Route(project=project, indexes=names, platforms=platforms) for project in projects)

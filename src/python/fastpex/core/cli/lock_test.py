@@ -161,3 +161,24 @@ def test_helpers(tmp_path):
     reqs.write_text("--index-url https://x\n")
     with pytest.raises(Exception, match="pip option"):
         read_requirements_file(str(reqs))
+
+
+def test_no_header_writes_exactly_what_stripping_the_pants_header_leaves(index, cache_dir, tmp_path):
+    headered, bare = tmp_path / "headered.lock", tmp_path / "bare.lock"
+    args = ["--requirement", "app", "--target", "linux_x86_64-cp311", "--target", "macosx_arm64-cp311", "--pip-jobs", "2"]
+    assert lock(index, cache_dir, headered, *args) == 0
+    assert lock(index, cache_dir, bare, *args, "--no-header") == 0
+    text = headered.read_bytes()
+    assert text.startswith(b"//")
+    # What the Pants backend did before `--no-header`: drop every `//` line of the headered lock.
+    assert bare.read_bytes() == b"".join(line for line in text.splitlines(keepends=True) if not line.startswith(b"//"))
+    assert b"//" not in bare.read_bytes().split(b"\n", 1)[0]
+    assert load_lock(bare) == load_lock(headered)
+
+
+def test_pip_jobs_must_be_positive(index, cache_dir, tmp_path, capsys):
+    out = tmp_path / "x.lock"
+    assert lock(index, cache_dir, out, "--requirement", "app", "--target", "linux_x86_64-cp311", "--pip-jobs", "0") == 2
+    assert "--pip-jobs must be at least 1" in capsys.readouterr().err
+    assert lock(index, cache_dir, out, "--requirement", "app", "--target", "linux_x86_64-cp311", "--jobs", "2") == 2
+    assert "unrecognized arguments: --jobs" in capsys.readouterr().err

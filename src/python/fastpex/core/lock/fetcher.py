@@ -36,11 +36,16 @@ from fastpex.core.lock.metadata import (
     select_metadata_entry,
     verify_advertised,
 )
-from fastpex.core.lock.metadata_store import Validators, artifact_store_path, download_to_store, head_validators
+from fastpex.core.lock.metadata_store import (
+    Validators,
+    artifact_store_path,
+    download_to_store,
+    head_validators,
+)
 from fastpex.core.net.errors import HttpConnectionError, HttpError
 from fastpex.core.net.http import HttpClient
-from fastpex.core.net.response import Response
 from fastpex.core.net.index import ProjectFile, valid_digest
+from fastpex.core.net.response import RangeSpec, Response
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 from fastpex.core.util.urls import redact
 from fastpex.core.util.zipmeta import (
@@ -226,10 +231,18 @@ class MetadataFetcher:
         if problem is not None:
             raise MetadataInconsistentError(file.url, problem)
 
-    def _get(self, kind: str, url: str, **kwargs: object) -> Response:
+    def _get(
+        self,
+        kind: str,
+        url: str,
+        *,
+        range: Optional[RangeSpec] = None,  # noqa: A002 - the HTTP name
+        stream: bool = False,
+        max_bytes: Optional[int] = None,
+    ) -> Response:
         self.stats.request(kind)
         try:
-            response = self.http.get(url, **kwargs)  # type: ignore[arg-type]
+            response = self.http.get(url, range=range, stream=stream, max_bytes=max_bytes)
         except HttpError as e:
             raise MetadataUnavailableError(url, str(e)) from e
         self.stats.received(response.bytes_received)  # bodies already read (errors, documents)

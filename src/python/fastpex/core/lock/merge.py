@@ -17,7 +17,14 @@ from packaging.utils import canonicalize_name
 from fastpex.core.lock.errors import ResolveError
 from fastpex.core.lock.runner import ReportItem, TargetReport
 from fastpex.core.lock.sources import PackageSource, file_version
-from fastpex.core.model import Artifact, Lock, LockedDistribution, ResolvedPackage, Target, TargetResolve
+from fastpex.core.model import (
+    Artifact,
+    Lock,
+    LockedDistribution,
+    ResolvedPackage,
+    Target,
+    TargetResolve,
+)
 from fastpex.core.net.index import ProjectFile
 from fastpex.core.util.deps import marker_holds, walk
 from fastpex.core.util.urls import filename_from_url, strip_credentials

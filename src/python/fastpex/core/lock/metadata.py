@@ -29,8 +29,8 @@ import email.parser
 import email.policy
 import enum
 import hashlib
-import threading
 import tarfile
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -396,8 +396,8 @@ def sdist_pkg_info_from_file(path: Path, filename: str, url: str, limit: int = D
                     if name.count("/") == 1 and name.endswith("/PKG-INFO") and member.isfile():
                         if member.size > limit:
                             raise MetadataTooLargeError(url, "PKG-INFO (declared)", member.size, limit)
-                        fp = tf.extractfile(member)
-                        data = fp.read(limit + 1) if fp is not None else b""
+                        member_fp = tf.extractfile(member)
+                        data = member_fp.read(limit + 1) if member_fp is not None else b""
                         break
                 else:
                     raise InvalidDistributionError(url, "it has no top-level PKG-INFO")

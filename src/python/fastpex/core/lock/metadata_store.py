@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
+from fastpex.core.errors import HashMismatchError
 from fastpex.core.lock.metadata import ArtifactHashMismatchError, MetadataUnavailableError
 from fastpex.core.model import Artifact
 from fastpex.core.net.errors import HttpError
 from fastpex.core.net.http import HttpClient
-from fastpex.core.net.response import Response
 from fastpex.core.net.index import valid_digest
-from fastpex.core.errors import HashMismatchError
+from fastpex.core.net.response import Response
 from fastpex.core.store import ArtifactStore
-from fastpex.core.util.hashing import sha256_file
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
+from fastpex.core.util.hashing import sha256_file
 from fastpex.core.util.urls import filename_from_url, strip_credentials
 
 __all__ = [

@@ -10,13 +10,10 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Iterator, List, Mapping
 
 import pytest
 
-from fastpex.core.util.cache import CacheKind, cache_dir
-from fastpex.core.net.http import HttpClient, HttpConfig
-from fastpex.core.net.index import IndexClient, ProjectFile
 from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import (
     ArtifactHashMismatchError,
@@ -29,6 +26,9 @@ from fastpex.core.lock.metadata import (
     inflate_member,
 )
 from fastpex.core.lock.metadata_store import artifact_store_path
+from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.index import IndexClient, ProjectFile
+from fastpex.core.util.cache import CacheKind, cache_dir
 from fastpex.core.util.zipmeta import ZipEntry, ZipFormatError
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_sdist, build_wheel, sha256_file, wheel_metadata_bytes
@@ -54,8 +54,8 @@ def http() -> Iterator[HttpClient]:
         yield client
 
 
-def serve(dists: Path, **config: object) -> IndexServer:
-    return IndexServer(dists, config=IndexConfig(**config))  # type: ignore[arg-type]
+def serve(dists: Path, **config: Any) -> IndexServer:
+    return IndexServer(dists, config=IndexConfig(**config))
 
 
 def page_file(http: HttpClient, server: IndexServer, project: str, filename: str) -> ProjectFile:
@@ -180,7 +180,8 @@ def test_advertised_metadata_with_a_wrong_hash_is_an_error(dists: Path, cache_ro
     faults = (Fault("wrong_metadata", pattern=wheel.name),)
     with serve(dists, advertise_metadata=True, faults=faults) as server:
         file = page_file(http, server, "demo", wheel.name)
-        expected = file.core_metadata["sha256"]  # type: ignore[index]
+        assert isinstance(file.core_metadata, Mapping)
+        expected = file.core_metadata["sha256"]
         with pytest.raises(MetadataMismatchError) as info:
             MetadataFetcher(http, cache_root).fetch(file)
         message = str(info.value)
@@ -228,7 +229,8 @@ def test_a_cached_entry_that_does_not_match_is_evicted(dists: Path, cache_root: 
     wheel = build_wheel(dists, "demo", "1.0")
     with serve(dists, advertise_metadata=False, serve_metadata_files=False) as server:
         file = page_file(http, server, "demo", wheel.name)
-        entry = cache_dir(CacheKind.METADATA, cache_root) / "sha256" / file.sha256[:2] / file.sha256  # type: ignore[index]
+        assert file.sha256 is not None
+        entry = cache_dir(CacheKind.METADATA, cache_root) / "sha256" / file.sha256[:2] / file.sha256
         entry.parent.mkdir(parents=True)
         entry.write_bytes(b"Metadata-Version: 2.1\nName: other\nVersion: 9\n")
         result = MetadataFetcher(http, cache_root).fetch(file)

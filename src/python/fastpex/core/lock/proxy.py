@@ -30,6 +30,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import fnmatch
+import functools
 import hashlib
 import logging
 import re
@@ -496,7 +497,7 @@ class MetadataProxy:
         for version in sorted(by_version, reverse=True)[: self.config.prefetch_versions]:
             chosen.append(min(by_version[version], key=lambda rf: rf[0])[1])
         for future in self.fetcher.prefetch(chosen) if chosen else ():
-            future.add_done_callback(lambda f, t=target: self._after_prefetch(t, f))
+            future.add_done_callback(functools.partial(self._after_prefetch, target))
 
     def _after_prefetch(self, target: str, future: "Future[MetadataResult]") -> None:
         if not future.cancelled() and future.exception() is None:
@@ -566,7 +567,7 @@ def _unconditional_dependencies(metadata: bytes) -> List[str]:
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
     except Exception:  # noqa: BLE001 - speculation must never fail a request
         return []
-    names = []
+    names: List[str] = []
     for raw in headers.get_all("Requires-Dist") or []:
         try:
             requirement = Requirement(str(raw))

@@ -11,18 +11,18 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pytest
 
-from fastpex.core.net.http import HttpClient, HttpConfig
-from fastpex.core.net.index import IndexUnreachableError, parse_html_page, parse_json_page
 from fastpex.core.lock.metadata import SdistMetadataError
 from fastpex.core.lock.metadata_store import artifact_store_path
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig, ProxyConfigError, Route
+from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.index import IndexUnreachableError, parse_html_page, parse_json_page
 from fastpex.testing.fixtures import isolated_pip_env, run_pip
-from fastpex.testing.pypiserver_fixture import pypiserver_available, run_pypiserver
 from fastpex.testing.index_server import IndexConfig, IndexServer
+from fastpex.testing.pypiserver_fixture import pypiserver_available, run_pypiserver
 from fastpex.testing.wheels import build_sdist, build_wheel, sha256_file
 
 PIP_VERSION = "26.3"
@@ -329,7 +329,7 @@ def test_html_only_index_with_a_cutoff_keeps_undated_files_and_warns_once(
             assert proxy.fetcher.stats.bytes_received < 200_000
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

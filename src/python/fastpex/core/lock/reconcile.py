@@ -284,16 +284,16 @@ def _reconcile_at_once(
             accepted[run.target.name] = run.report
     settled = []
     for project, version in sorted(chosen.items()):
-        movers = sorted(n for n, v in divergent[project].items() if v != version)
-        if all(n in accepted for n in movers):
-            settled.append((project, version, movers))
+        mover_names = sorted(n for n, v in divergent[project].items() if v != version)
+        if all(n in accepted for n in mover_names):
+            settled.append((project, version, mover_names))
     if not settled:
         return
     results.update(accepted)
-    for project, version, movers in settled:
+    for project, version, names in settled:
         for name in divergent[project]:
             agreed[name][project] = version
-        notes.append(f"{project}: all targets use {version} (re-resolved {', '.join(movers)})")
+        notes.append(f"{project}: all targets use {version} (re-resolved {', '.join(names)})")
 
 
 def _version_possible(runner: Runner, project: str, version: str, target: Target) -> bool:

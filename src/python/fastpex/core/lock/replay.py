@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
+from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 
 __all__ = ["LockReplay", "PageBoundEntries", "StoredLock", "code_digest"]
 

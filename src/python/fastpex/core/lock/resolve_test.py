@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Dict, Iterator, Sequence
+from typing import Any, Dict, Iterator, Sequence
 
 import pytest
 
-from fastpex.core.model import Lock
-from fastpex.core.platforms import parse_target
-from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
-from fastpex.core.lock.errors import IndexUnreachableResolveError, InvalidRequirementError, ResolveError
+from fastpex.core.fetch.selection import select_artifacts
+from fastpex.core.lock.errors import (
+    IndexUnreachableResolveError,
+    InvalidRequirementError,
+    ResolveError,
+)
 from fastpex.core.lock.pip import PipTool, ensure_pip
+from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
 from fastpex.core.lock.resolve import ResolveResult, resolve
 from fastpex.core.lock.runner import ResolveOptions, parse_report
 from fastpex.core.lock.sources import DirectSource, ProxySource
-from fastpex.core.fetch.selection import select_artifacts
+from fastpex.core.model import Lock
+from fastpex.core.platforms import parse_target
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory, build_sdist_with_inline_backend
 
@@ -75,7 +79,7 @@ def run_resolve(
     targets: Sequence[str],
     pip: PipTool,
     tmp_path: Path,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> ResolveResult:
     """resolve() through a fresh metadata proxy in front of `server`."""
     config = ProxyConfig(indexes=(IndexSpec("default", server.simple_url),), cache_root=tmp_path / "cache")
@@ -86,7 +90,7 @@ def run_resolve(
             [parse_target(t) for t in targets],
             ProxySource(proxy, [server.simple_url]),
             options=options,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         assert proxy.artifact_requests == 0  # locking read metadata only
     return result

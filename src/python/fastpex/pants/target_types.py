@@ -7,9 +7,11 @@ entry point and the help text a `pex_binary` user knows carry over unchanged.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pants.backend.python.target_types import (
-    InterpreterConstraintsField,
     EntryPointField,
+    InterpreterConstraintsField,
     PexArgsField,
     PexEnvField,
     PexExecutionModeField,
@@ -19,8 +21,6 @@ from pants.backend.python.target_types import (
     PexStripEnvField,
     PythonResolveField,
 )
-from typing import Optional
-
 from pants.core.goals.package import OutputPathField
 from pants.engine.addresses import Address
 from pants.engine.target import (

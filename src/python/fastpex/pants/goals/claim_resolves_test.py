@@ -8,14 +8,6 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-
-from fastpex.pants.goals import claim_resolves, lockfiles
-from fastpex.pants.goals.claim_resolves import hand_over
-from fastpex.pants.goals.lockfiles import (
-    GenerateFastpexLockfile,
-    KnownFastpexResolveNamesRequest,
-    RequestedFastpexResolveNames,
-)
 from pants.backend.python.goals import lockfile as python_lockfile
 from pants.backend.python.goals.lockfile import (
     GeneratePythonLockfile,
@@ -37,6 +29,14 @@ from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.testutil.rule_runner import RuleRunner
+
+from fastpex.pants.goals import claim_resolves, lockfiles
+from fastpex.pants.goals.claim_resolves import hand_over
+from fastpex.pants.goals.lockfiles import (
+    GenerateFastpexLockfile,
+    KnownFastpexResolveNamesRequest,
+    RequestedFastpexResolveNames,
+)
 
 
 async def _written_by(who: str, request: GenerateLockfile) -> GenerateLockfileResult:

@@ -14,8 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
-from fastpex.pants.util_rules.tool import FastpexProcess
 from pants.backend.python.pip_requirement import PipRequirement
 from pants.backend.python.subsystems.repos import PythonRepos
 from pants.backend.python.subsystems.setup import PythonSetup
@@ -47,6 +45,9 @@ from pants.engine.unions import UnionRule
 from pants.util.docutil import bin_name
 from pants.util.logging import LogLevel
 from pants.util.strutil import softwrap
+
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.util_rules.tool import FastpexProcess
 
 LOCK_OUTPUT = "__fastpex_out/lock.json"
 PYLOCK_OUTPUT = "__fastpex_out/pylock.toml"

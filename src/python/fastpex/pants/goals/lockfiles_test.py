@@ -9,6 +9,18 @@ from textwrap import dedent
 from typing import Dict, List, Tuple, Union
 
 import pytest
+from pants.backend.python.subsystems.repos import PythonRepos
+from pants.backend.python.target_types import PythonRequirementTarget
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.core.goals.generate_lockfiles import (
+    GenerateLockfileResult,
+    KnownUserResolveNames,
+    UserGenerateLockfiles,
+)
+from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
+from pants.engine.process import Process
+from pants.engine.rules import rule
+from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from fastpex.pants.goals import lockfiles
 from fastpex.pants.goals.lockfiles import (
@@ -23,18 +35,6 @@ from fastpex.pants.goals.lockfiles import (
 )
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.util_rules.tool import FastpexProcess
-from pants.backend.python.subsystems.repos import PythonRepos
-from pants.backend.python.target_types import PythonRequirementTarget
-from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
-from pants.core.goals.generate_lockfiles import (
-    GenerateLockfileResult,
-    KnownUserResolveNames,
-    UserGenerateLockfiles,
-)
-from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
-from pants.engine.process import Process
-from pants.engine.rules import rule
-from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 Expected = Union[str, bool, None, List[str]]
 REQUEST = GenerateFastpexLockfile(

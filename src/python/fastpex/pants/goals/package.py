@@ -13,16 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Tuple
 
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
-from fastpex.pants.target_types import (
-    FastpexBinaryDependenciesField,
-    FastpexCompressionLevelField,
-    FastpexEntryPointField,
-    FastpexIncludeToolsField,
-    FastpexLayoutField,
-    FastpexTargetsField,
-)
-from fastpex.pants.util_rules.tool import FastpexProcess
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
     InterpreterConstraintsField,
@@ -63,6 +53,17 @@ from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 from pants.util.strutil import softwrap
+
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.target_types import (
+    FastpexBinaryDependenciesField,
+    FastpexCompressionLevelField,
+    FastpexEntryPointField,
+    FastpexIncludeToolsField,
+    FastpexLayoutField,
+    FastpexTargetsField,
+)
+from fastpex.pants.util_rules.tool import FastpexProcess
 
 SOURCES_DIR = "__fastpex_srcs"
 LOCK_DIR = "__fastpex_lock"
@@ -106,6 +107,9 @@ class FastpexBinaryFieldSet(PackageFieldSet):
     def output_file(self) -> str:
         return self.output_path.value_or_default(file_ending="pex")
 
+    def layout_name(self) -> str:
+        return self.layout.value or FastpexLayoutField.default
+
     def checked_resolve(self, fastpex: FastpexSubsystem, python_setup: PythonSetup) -> str:
         """The target's resolve, if fastpex can build from it; else an error that says how."""
         resolve = self.resolve.normalized_value(python_setup)
@@ -140,7 +144,7 @@ class FastpexBinaryFieldSet(PackageFieldSet):
             "--lock",
             os.path.join(LOCK_DIR, python_setup.resolves[resolve]),
             "--layout",
-            self.layout.value,
+            self.layout_name(),
             "--output",
             self.output_file(),
             "--compress-level",
@@ -192,7 +196,7 @@ class FastpexBinaryFieldSet(PackageFieldSet):
         without capturing gigabytes again) and the application part."""
         deps = self.dependencies_argv(fastpex, python_setup, inputs.requirements)
         app = self.application_argv(inputs.entry_point)
-        output, layout = self.output_file(), self.layout.value
+        output, layout = self.output_file(), self.layout_name()
         if layout == "zipapp":
             return (
                 FastpexProcess.create(

@@ -7,18 +7,6 @@ from textwrap import dedent
 from typing import Dict, List, Tuple, Union
 
 import pytest
-
-from fastpex.pants.goals import package
-from fastpex.pants.goals.package import (
-    LOCK_DIR,
-    SOURCES_DIR,
-    FastpexBinaryFieldSet,
-    FastpexBuildInputs,
-    FastpexPackageError,
-)
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
-from fastpex.pants.target_types import FastpexBinary
-from fastpex.pants.util_rules.tool import FastpexProcess
 from pants.backend.python import target_types_rules
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
@@ -35,6 +23,18 @@ from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
 from pants.engine.process import Process
 from pants.engine.rules import rule
 from pants.testutil.rule_runner import QueryRule, RuleRunner
+
+from fastpex.pants.goals import package
+from fastpex.pants.goals.package import (
+    LOCK_DIR,
+    SOURCES_DIR,
+    FastpexBinaryFieldSet,
+    FastpexBuildInputs,
+    FastpexPackageError,
+)
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.target_types import FastpexBinary
+from fastpex.pants.util_rules.tool import FastpexProcess
 
 LOCKFILE = "3rdparty/examples.lock"
 Expected = Union[str, bool, None, List[str]]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Sequence
 
-from fastpex.versions import PEX_VERSION
 from pants.backend.python.subsystems.python_tool_base import PythonToolBase
 from pants.backend.python.target_types import EntryPoint
 from pants.backend.python.util_rules.lockfile import LockfileRules
 from pants.engine.rules import collect_rules
 from pants.option.option_types import BoolOption, DictOption, IntOption, StrListOption, StrOption
 from pants.util.strutil import softwrap
+
+from fastpex.versions import PEX_VERSION
 
 DEFAULT_TARGETS = ("linux_x86_64-cp311",)
 
@@ -34,7 +35,7 @@ class FastpexSubsystem(PythonToolBase):
     # The core's runtime: `pex` provides the PEX runtime and PEX-INFO, `pip` resolves.
     default_version = f"pex=={PEX_VERSION}"
     default_extra_requirements: ClassVar[Sequence[str]] = ["packaging==26.4", "pip==26.3"]
-    default_requirements: ClassVar[Sequence[str]] = [default_version, *default_extra_requirements]
+    default_requirements: Sequence[str] = [default_version, *default_extra_requirements]
     default_main = EntryPoint("fastpex.core.cli.main", "main")
     default_interpreter_constraints: ClassVar[Sequence[str]] = ["CPython>=3.10,<3.14"]
     register_interpreter_constraints = True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pants.option.option_types import _OptionBase
+
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.target_types import FastpexBinary
 from fastpex.versions import PEX_VERSION
-from pants.option.option_types import _OptionBase
 
 
 def test_tool_pins_the_shared_pex_version() -> None:

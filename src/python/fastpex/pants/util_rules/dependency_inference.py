@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastpex.pants.target_types import FastpexBinaryDependenciesField, FastpexEntryPointField
 from pants.backend.python.dependency_inference.module_mapper import (
     PythonModuleOwners,
     PythonModuleOwnersRequest,
@@ -23,6 +22,8 @@ from pants.backend.python.target_types import (
 from pants.engine.rules import Get, collect_rules, rule
 from pants.engine.target import FieldSet, InferDependenciesRequest, InferredDependencies
 from pants.engine.unions import UnionRule
+
+from fastpex.pants.target_types import FastpexBinaryDependenciesField, FastpexEntryPointField
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Tuple
 
-import fastpex
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from pants.backend.python.util_rules.pex import PexRequest, VenvPex, VenvPexProcess
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import CreateDigest, Digest, FileContent
 from pants.engine.process import Process, ProcessCacheScope
-from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
+
+import fastpex
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 
 NAMED_CACHE = "fastpex"
 NAMED_CACHE_PATH = ".cache/fastpex"

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import List, Set
 
 import pytest
+from pants.backend.python.util_rules.pex import PexRequest, Script, VenvPex, VenvPexProcess
+from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
+from pants.engine.fs import EMPTY_DIGEST
+from pants.engine.process import Process, ProcessCacheScope
+from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
+from pants.util.frozendict import FrozenDict
 
 import fastpex
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
@@ -18,12 +24,6 @@ from fastpex.pants.util_rules.tool import (
     core_files,
     setup_fastpex_process,
 )
-from pants.backend.python.util_rules.pex import PexRequest, Script, VenvPex, VenvPexProcess
-from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
-from pants.engine.fs import EMPTY_DIGEST
-from pants.engine.process import Process, ProcessCacheScope
-from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
-from pants.util.frozendict import FrozenDict
 
 
 def tool_modules(package: Path) -> Set[str]:
@@ -36,14 +36,9 @@ def tool_modules(package: Path) -> Set[str]:
     return found
 
 
-def fastpex_source_package() -> Path:
-    # Under `pants test` the sandbox holds only the plugin's own files; the buildroot has the core.
-    repo = os.environ.get("FASTPEX_REPO_ROOT")
-    return Path(repo, "src/python/fastpex") if repo else Path(fastpex.__file__).parent
-
-
 def test_core_files_include_every_core_module() -> None:
-    package = fastpex_source_package()
+    # Under `pants test` the core is in the sandbox as files (`fastpex:all_sources`).
+    package = Path(fastpex.__file__).parent
     expected = tool_modules(package)
     assert {"fastpex/__main__.py", "fastpex/versions.py", "fastpex/core/cli/main.py"} <= expected
     # At least one module two packages deep, so a one-level glob would fail here.
@@ -92,8 +87,8 @@ def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
         digest=EMPTY_DIGEST,
         append_only_caches=None,
         pex_filename="fastpex.pex",
-        pex=Script("fastpex.pex"),
-        python=Script("python"),
+        pex=Script(PurePath("fastpex.pex")),
+        python=Script(PurePath("python")),
         bin=FrozenDict(),
         venv_rel_dir="venv",
     )

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 from urllib.parse import unquote, urljoin, urlsplit
 
 from fastpex.core.net.errors import HttpConnectionError, ResponseTooLargeError, TooManyRedirectsError
@@ -88,6 +88,10 @@ class HttpClient:
             ca_bundle=self.config.ca_bundle,
             max_idle_per_host=self.config.max_idle_per_host,
         )
+
+    def idle_connections(self) -> Dict[Tuple[str, str, int], int]:
+        """Idle keep-alive connections per (scheme, host, port)."""
+        return self._pool.idle_counts()
 
     def close(self) -> None:
         self._pool.close()
@@ -267,9 +271,7 @@ class HttpClient:
         )
         if method == "HEAD":
             raw.read()  # no body; marks the response complete so the connection is reusable
-            response._raw = None  # noqa: SLF001
-            response._body = b""  # noqa: SLF001
-            done(not raw.will_close)
+            response.buffer_body(b"")
             return response
         wants_body_now = not stream or not response.ok or response.status in REDIRECT_STATUSES
         if not wants_body_now:
@@ -291,8 +293,7 @@ class HttpClient:
                 raise _RetryableFailure(e) from e
         if response.header("Content-Encoding", "").lower() == "gzip":
             body = _gunzip(body, limit, url)
-        response._body = body  # noqa: SLF001 - hand the decoded body to read()
-        response._consumed = False  # noqa: SLF001
+        response.buffer_body(body)
         return response
 
     def _file_response(self, method: str, url: str, range_spec: Optional[RangeSpec]) -> Response:

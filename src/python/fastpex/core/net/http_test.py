@@ -83,8 +83,7 @@ def test_keep_alive_connections_are_reused_and_bytes_counted(server: IndexServer
     before = GLOBAL_COUNTER.bytes_received
     with HttpClient(FAST, counter=counter) as client:
         sizes = [len(client.get(server.project_url("demo")).read()) for _ in range(3)]
-        idle = client._pool._idle  # noqa: SLF001 - the pool is what this test is about
-        assert [len(conns) for conns in idle.values()] == [1]
+        assert list(client.idle_connections().values()) == [1]
     assert counter.requests == 3
     assert counter.bytes_received == sum(sizes) == server.bytes_sent_for("/simple/demo/")
     assert GLOBAL_COUNTER.bytes_received - before >= sum(sizes)
@@ -236,7 +235,7 @@ def test_readinto_streams_the_body_and_returns_the_connection(server: IndexServe
         assert _drain_into(response, 5000) == data
         assert response.bytes_received == len(data)
         assert response.readinto(memoryview(bytearray(10))) == 0  # stays at the end
-        assert sum(len(idle) for idle in client._pool._idle.values()) == 1  # noqa: SLF001 - reusable
+        assert sum(client.idle_connections().values()) == 1  # reusable
         resumed = client.get(_wheel_url(server), range=100, stream=True)
         assert resumed.status == 206 and _drain_into(resumed, 1 << 20) == data[100:]
 
@@ -254,4 +253,4 @@ def test_readinto_raises_when_the_body_ends_short(server: IndexServer) -> None:
         response = client.get(_wheel_url(server), stream=True)
         with pytest.raises(HttpConnectionError, match="ended after|broke"):
             _drain_into(response, 4096)
-        assert not any(client._pool._idle.values())  # noqa: SLF001 - a broken connection is dropped
+        assert not client.idle_connections()  # a broken connection is dropped

@@ -112,6 +112,11 @@ class ConnectionPool:
                 return
         conn.close()
 
+    def idle_counts(self) -> Dict[Origin, int]:
+        """Idle connections per origin (what keep-alive reuse and the idle bound are about)."""
+        with self._lock:
+            return {origin: len(conns) for origin, conns in self._idle.items() if conns}
+
     def close(self) -> None:
         with self._lock:
             conns = [c for idle in self._idle.values() for c in idle]

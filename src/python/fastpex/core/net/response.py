@@ -350,6 +350,13 @@ class Response:
             parts.append(chunk)
         return b"".join(parts)
 
+    def buffer_body(self, body: bytes) -> None:
+        """From now on `read()` returns `body`: the client read (and decoded) the raw body
+        itself, or there is none (HEAD). The connection goes back to the pool if it can."""
+        self._finish(reusable=True)
+        self._body = body
+        self._consumed = False
+
     def _finish(self, reusable: bool) -> None:
         raw, self._raw = self._raw, None
         done, self._on_done = self._on_done, None

@@ -13,15 +13,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Set
+from typing import Set
 
 import pytest
 
 from fastpex.core.fetch.selection import select_artifacts
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
-from fastpex.core.lock.resolve import ProxySource, ResolveOptions, ensure_pip, resolve
+from fastpex.core.lock.pip import ensure_pip
+from fastpex.core.lock.resolve import resolve
+from fastpex.core.lock.runner import ResolveOptions
+from fastpex.core.lock.sources import ProxySource
 from fastpex.core.platforms import parse_target
-from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 
 TARGETS = ("linux_x86_64-cp311", "linux_aarch64-cp312", "macosx_arm64-cp311", "linux_x86_64-cp312")
@@ -55,14 +57,6 @@ def build_catalog(f: WheelFactory) -> None:
     f.wheel("shell", "1.0", extras_map={"color": ['ansi; python_version >= "3.12"', 'oldansi; python_version < "3.12"']})
     for name in ("ansi", "oldansi", "winonly"):
         f.wheel(name, "1.0")
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Iterator[IndexServer]:
-    factory = WheelFactory(tmp_path_factory.mktemp("dists"))
-    build_catalog(factory)
-    with IndexServer(factory.dist_dir) as server:
-        yield server
 
 
 def test_selection_walks_to_exactly_what_pip_installed_for_every_target(catalog, tmp_path):

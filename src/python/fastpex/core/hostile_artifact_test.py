@@ -21,7 +21,8 @@ import pytest
 from fastpex.core.pack.errors import CorruptWheelError, LayerError, UnsafeWheelError
 from fastpex.core.pack.layers import build_layer
 from fastpex.core.util.hashing import sha256_file
-from fastpex.core.lock.metadata import MetadataError, MetadataFetcher, inflate_member
+from fastpex.core.lock.fetcher import MetadataFetcher
+from fastpex.core.lock.metadata import MetadataError, inflate_member
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
 from fastpex.core.util.zipmeta import (

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, NoReturn, Optional, Sequence
 
 from fastpex.core.errors import FastpexError, UsageError
 from fastpex.core.fetch import FetchRequest, fetch
@@ -32,7 +32,7 @@ EXIT_FAILED = 1
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}. Run `python -m fastpex fetch --help` for the options")
 
 

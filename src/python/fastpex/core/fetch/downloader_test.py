@@ -55,7 +55,7 @@ def artifact_for(server: IndexServer, path: Path, *, sha256: Optional[str] = Non
 
 
 def wheel(dists: Path, name: str, padding: int = 0, **kwargs: object) -> Path:
-    return build_wheel(dists, name, "1.0", file_size_padding=padding, **kwargs)  # type: ignore[arg-type]
+    return build_wheel(dists, name, "1.0", file_size_padding=padding, **kwargs)  # type: ignore[arg-type]  # build_wheel's keywords are typed, ours pass through
 
 
 def assert_store_clean(store: ArtifactStore, *, allow_partials: bool = False) -> None:
@@ -290,7 +290,7 @@ def test_failure_stops_other_downloads_cleanly(server: IndexServer, dists: Path,
     # The next run resumes the slow download.
     server.update(faults=())
     have = store.partial_path(slow.sha256).stat().st_size
-    assert 0 < have < slow.size  # type: ignore[operator]
+    assert 0 < have < slow.size  # type: ignore[operator]  # artifact_for always sets the size
     fetch([slow], store, **FAST)
     assert server.matching(f"/files/{slow.filename}", "GET")[-1].range == f"bytes={have}-"
     assert store.verify(slow, full=True)
@@ -458,7 +458,7 @@ def test_reporters(server: IndexServer, dists: Path, tmp_path: Path) -> None:
     text = tty_out.getvalue()
     assert "\r" in text and "Fetching" in text and "/3 files" in text
     assert text.endswith("\n") and "1 from the store, 2 downloaded" in text
-    assert tty.received == artifacts[1].size + artifacts[2].size  # type: ignore[operator]
+    assert tty.received == artifacts[1].size + artifacts[2].size  # type: ignore[operator]  # sizes are set
 
 
 def test_reporter_base_is_a_no_op(capsys: pytest.CaptureFixture[str]) -> None:
@@ -824,9 +824,9 @@ def test_progress_totals_add_up_across_worker_processes(
     per_file: Dict[str, int] = {}
     for kind, name, value in reporter.events:
         if kind == "bytes":
-            per_file[name] = per_file.get(name, 0) + value  # type: ignore[operator]
+            per_file[name] = per_file.get(name, 0) + value  # type: ignore[operator]  # "bytes" events carry an int
     assert per_file == sizes
-    assert reporter.received == sum(sizes.values())  # type: ignore[arg-type]
+    assert reporter.received == sum(sizes.values())  # type: ignore[arg-type]  # sizes are set
     assert reporter.total_files == 5 and reporter.cached_files == 1 and reporter.done_files == 5
     assert reporter.downloaded_files == 4 and reporter.retries == 1
     assert sorted(n for k, n, _ in reporter.events if k == "started") == sorted(sizes)
@@ -851,7 +851,7 @@ def test_a_worker_process_that_dies_fails_its_downloads_cleanly(
         while time.monotonic() < deadline and not (started and file_requests(server)):
             time.sleep(0.01)
         time.sleep(0.1)
-        started[0][0].process.kill()  # type: ignore[index]
+        started[0][0].process.kill()  # type: ignore[index]  # the spy saw the workers start
 
     killer = threading.Thread(target=kill_first_worker)
     killer.start()

@@ -67,6 +67,9 @@ class WorkerSetup:
     slots: int = 0  # filled in per worker (`split_slots`)
 
 
+# What travels over a worker's connection: the setup once, then the tuples listed above.
+Message = Union[Tuple[Any, ...], WorkerSetup]
+
 _PROGRESS_INTERVAL = 0.1  # seconds between a worker's progress messages
 WORKER_START_TIMEOUT = 60.0  # seconds a worker process may take to import and say "ready"
 
@@ -87,12 +90,13 @@ class _Channel:
         self.conn = conn
         self._lock = threading.Lock()
 
-    def send(self, message: object) -> None:
+    def send(self, message: Message) -> None:
         with self._lock:
             self.conn.send(message)
 
-    def recv(self) -> object:
-        return self.conn.recv()
+    def recv(self) -> Message:
+        message: Message = self.conn.recv()
+        return message
 
 
 class _PipeReporter(Reporter):
@@ -171,9 +175,11 @@ def _serve(channel: _Channel, downloader: ArtifactDownloader, slots: int) -> Non
             except (EOFError, OSError):  # the parent is gone: stop, keeping partials
                 downloader.cancelled.set()
                 break
-            if message[0] == "task":  # type: ignore[index]
-                pool.submit(run, message[1], message[2])  # type: ignore[index]
-            elif message[0] == "cancel":  # type: ignore[index]
+            if not isinstance(message, tuple):  # pragma: no cover - the setup comes only first
+                break
+            if message[0] == "task":
+                pool.submit(run, message[1], message[2])
+            elif message[0] == "cancel":
                 downloader.cancelled.set()
             else:  # "stop"
                 break
@@ -213,7 +219,7 @@ class Worker:
         self.slots = slots
         self.running: Set[int] = set()
 
-    def send(self, message: Union[Tuple[Any, ...], WorkerSetup]) -> None:
+    def send(self, message: Message) -> None:
         try:
             self.conn.send(message)
         except (OSError, EOFError, ValueError):

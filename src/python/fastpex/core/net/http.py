@@ -32,13 +32,12 @@ from fastpex.core.net.response import (
     Response,
     range_header,
 )
-from fastpex.core.net.retry import Backoff, parse_retry_after
+from fastpex.core.net.retry import RETRY_STATUSES, Backoff, parse_retry_after
 from fastpex.core.util.urls import authorization_for, redact, strip_credentials
 
 logger = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _ERROR_BODY_CAP = 64 * 1024
 
 

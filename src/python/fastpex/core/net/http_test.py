@@ -18,7 +18,7 @@ from fastpex.core.net.errors import (
     TooManyRedirectsError,
 )
 from fastpex.core.net.http import HttpClient, HttpConfig
-from fastpex.core.net.response import GLOBAL_COUNTER, ByteCounter
+from fastpex.core.net.response import GLOBAL_COUNTER, ByteCounter, Response
 from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel
 
@@ -217,11 +217,11 @@ def test_file_urls(tmp_path: Path) -> None:
 # -- Response.readinto (the download loop's copy-free reads) -------------------------------------
 
 
-def _drain_into(response: "object", size: int) -> bytes:
+def _drain_into(response: Response, size: int) -> bytes:
     buf = memoryview(bytearray(size))
     out = bytearray()
     while True:
-        n = response.readinto(buf)  # type: ignore[attr-defined]
+        n = response.readinto(buf)
         if not n:
             return bytes(out)
         assert 0 < n <= size

@@ -11,9 +11,12 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-__all__ = ["Backoff", "TRANSIENT_STATUSES", "parse_retry_after"]
+__all__ = ["RETRY_STATUSES", "TRANSIENT_STATUSES", "Backoff", "parse_retry_after"]
 
-# Statuses worth retrying: the server is busy, restarting or rate-limiting (every 5xx is, too).
+# What `HttpClient` retries by itself (pages, metadata): the server is busy or rate-limiting.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What the fetch downloader retries, resuming where it can: also a request timeout (408) and
+# "too early" (425); any other 5xx counts as well.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 

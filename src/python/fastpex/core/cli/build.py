@@ -19,19 +19,14 @@ from typing import Optional, Sequence
 
 from fastpex.core.build import BuildRequest, build
 from fastpex.core.cli.pack import add_pex_options, pex_options_from
-from fastpex.core.errors import FastpexError
+from fastpex.core.cli.run import ArgumentParser, run
 from fastpex.core.fetch.downloader import DEFAULT_JOBS
 from fastpex.core.fetch.progress import default_reporter
-from fastpex.core.fetch.selection import SelectionError
-from fastpex.core.lockfile.codec import LockfileError
 
-# Not yet on the core's hierarchy (their owners are moving them); both are user errors (exit 2).
-# Drop this once `LockfileError` and `SelectionError` derive from `UserError`.
-_NOT_YET_FASTPEX_ERRORS = (LockfileError, SelectionError)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fastpex build",
         description="Build a PEX from a fastpex lock: select, fetch, layer and assemble.",
     )
@@ -53,32 +48,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
-    try:
-        options = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        request = BuildRequest(
-            lock_path=options.lock,
-            output=options.output,
-            options=pex_options_from(options),
-            targets=tuple(options.target),
-            requirements=tuple(options.requirement),
-            cache_root=options.cache_dir,
-            fetch_jobs=options.fetch_jobs,
-            offline=options.offline,
-            indexes=tuple(options.index),
-            layer_jobs=options.layer_jobs,
-            progress=default_reporter(sys.stderr),
-        )
-        result = build(request)
-    except FastpexError as e:
-        print(f"fastpex build: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except _NOT_YET_FASTPEX_ERRORS as e:
-        print(f"fastpex build: error: {e}", file=sys.stderr)
-        return 2
-    for output in result.outputs:
+    return run("build", lambda: _run(argv))
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    options = _parser().parse_args(argv)
+    request = BuildRequest(
+        lock_path=options.lock,
+        output=options.output,
+        options=pex_options_from(options),
+        targets=tuple(options.target),
+        requirements=tuple(options.requirement),
+        cache_root=options.cache_dir,
+        fetch_jobs=options.fetch_jobs,
+        offline=options.offline,
+        indexes=tuple(options.index),
+        layer_jobs=options.layer_jobs,
+        progress=default_reporter(sys.stderr),
+    )
+    for output in build(request).outputs:
         print(output)
     return 0

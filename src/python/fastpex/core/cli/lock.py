@@ -22,17 +22,16 @@ import argparse
 import logging
 import re
 import sys
-import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, NoReturn, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.errors import UsageError
 from fastpex.core.lock.api import LockOptions, LockRequest, lock
 from fastpex.core.lock.proxy import Route
-from fastpex.core.lockfile import LockfileError, PantsHeader
+from fastpex.core.lockfile import PantsHeader
 from fastpex.core.platforms import (
-    UnknownPlatformError,
     expand_targets,
     python_versions_for_constraints,
 )
@@ -40,13 +39,8 @@ from fastpex.core.platforms import (
 __all__ = ["main", "parse_route", "parse_upload_cutoff", "read_requirements_file"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `python -m fastpex lock --help`)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m fastpex lock",
         description="Lock Python requirements for several target platforms into one lockfile "
         "that Pants 2.17 and pex read (plus an optional PEP 751 pylock.toml).",
@@ -244,29 +238,12 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
-def _paragraph(message: str) -> str:
-    """One paragraph (pip's quoted output stays below it, indented)."""
-    head, _, rest = message.partition("\n")
-    text = textwrap.fill(head, width=100)
-    if rest.strip():
-        text += "\n" + textwrap.indent(rest.strip("\n"), "    ")
-    return text
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _run(sys.argv[1:] if argv is None else argv)
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except FastpexError as e:
-        print(f"fastpex lock: error: {_paragraph(str(e))}", file=sys.stderr)
-        return e.exit_code
-    except (UnknownPlatformError, LockfileError) as e:  # user errors outside the hierarchy, for now
-        print(f"fastpex lock: error: {_paragraph(str(e))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fastpex lock: interrupted; no lockfile was written", file=sys.stderr)
-        return 130
+    return run(
+        "lock",
+        lambda: _run(sys.argv[1:] if argv is None else argv),
+        interrupted="interrupted; no lockfile was written",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import re
-import sys
 from typing import Dict, List, Optional, Sequence
 
-from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.errors import UsageError
 from fastpex.core.pack.api import PackRequest, pack
 from fastpex.core.pack.layers import WheelInput
 from fastpex.core.pack.options import DEFAULT_SHEBANG, LAYOUTS, PARTS, PexOptions
@@ -137,7 +137,7 @@ def pex_options_from(options: argparse.Namespace) -> PexOptions:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fastpex pack",
         description="Build a PEX from pre-compressed, cached dependency layers.",
     )
@@ -150,26 +150,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
-    try:
-        options = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed usage + error (code 2) or help (0)
-        return int(e.code or 0)
-    try:
-        wheels = [_parse_wheel(value) for value in options.wheel]
-        if options.wheels_manifest:
-            wheels.extend(_parse_manifest(options.wheels_manifest))
-        request = PackRequest(
-            wheels=tuple(wheels),
-            output=options.output,
-            options=pex_options_from(options),
-            cache_root=options.cache_dir,
-            layer_jobs=options.layer_jobs,
-        )
-        result = pack(request)
-    except FastpexError as e:
-        print(f"fastpex pack: error: {e}", file=sys.stderr)
-        return e.exit_code
-    for output in result.outputs:
+    return run("pack", lambda: _run(argv))
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    options = _parser().parse_args(argv)
+    wheels = [_parse_wheel(value) for value in options.wheel]
+    if options.wheels_manifest:
+        wheels.extend(_parse_manifest(options.wheels_manifest))
+    request = PackRequest(
+        wheels=tuple(wheels),
+        output=options.output,
+        options=pex_options_from(options),
+        cache_root=options.cache_dir,
+        layer_jobs=options.layer_jobs,
+    )
+    for output in pack(request).outputs:
         print(output)
     return 0

@@ -1,0 +1,55 @@
+"""What every subcommand shares: an argparse whose mistakes are `UsageError`s, and the one place
+that turns an error into a message and an exit status.
+
+Every error prints as `fastpex <command>: error: <one paragraph>` on stderr (quoted tool output,
+such as pip's, stays indented below it), with the status its kind carries: 2 for a `UserError`,
+1 for an `OperationalError`, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Callable, NoReturn, Optional, TextIO
+
+from fastpex.core.errors import FastpexError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises `UsageError` (reported like every other error) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def paragraph(message: str) -> str:
+    """The first line wrapped as one paragraph; anything after it (pip's words) indented below."""
+    head, _, rest = message.partition("\n")
+    text = textwrap.fill(head, width=100)
+    if rest.strip():
+        text += "\n" + textwrap.indent(rest.strip("\n"), "    ")
+    return text
+
+
+def run(
+    command: str,
+    body: Callable[[], int],
+    *,
+    interrupted: str = "interrupted",
+    stderr: Optional[TextIO] = None,
+) -> int:
+    """`body()`'s exit status, with every fastpex error reported the one way."""
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        return body()
+    except SystemExit as e:  # --help, --version
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except FastpexError as e:
+        print(f"fastpex {command}: error: {paragraph(str(e))}", file=err)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"fastpex {command}: {interrupted}", file=err)
+        return EXIT_INTERRUPTED

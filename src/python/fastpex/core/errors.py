@@ -8,7 +8,7 @@ two kinds, which decide the CLI's exit status:
 - `OperationalError` (exit 1): the input was fine but the world failed: a server error, a
   dropped connection, a full disk, an artifact whose bytes don't match the lock.
 
-The CLI formats both the same way (`fastpex <cmd>: error: ...`, `cli/errors.py`), so a stage never
+The CLI formats both the same way (`fastpex <cmd>: error: ...`, `cli/run.py`), so a stage never
 prints its own errors. This module imports nothing else of the core.
 """
 

@@ -16,9 +16,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import IO, NoReturn, Optional, Sequence
+from typing import IO, Optional, Sequence
 
-from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.errors import UsageError
 from fastpex.core.fetch import FetchRequest, fetch
 from fastpex.core.fetch.api import DEFAULT_RETRIES
 from fastpex.core.fetch.downloader import DEFAULT_JOBS
@@ -28,16 +29,10 @@ from fastpex.core.model import Lock
 
 __all__ = ["build_parser", "main"]
 
-EXIT_FAILED = 1
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}. Run `python -m fastpex fetch --help` for the options")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m fastpex fetch",
         description="Download the artifacts that lock targets need into fastpex's "
         "content-addressed store, verified against the lock's sha256.",
@@ -164,19 +159,13 @@ def main(
 ) -> int:
     """Run `fetch` with `argv` (without the subcommand). `lock` bypasses --lock (for tests
     and callers that hold a `Lock` already). Returns the exit status."""
-    err = stderr if stderr is not None else sys.stderr
-    try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        fetch(_request(args, lock, reporter))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        fetch(_request(build_parser().parse_args(arguments), lock, reporter))
         return 0
-    except FastpexError as e:
-        print(f"fastpex fetch: error: {e}", file=err)
-        return e.exit_code
-    except OSError as e:
-        # --dest / --manifest-out / --cache-dir not writable, disk full...
-        detail = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-        print(f"fastpex fetch: error: {detail}", file=err)
-        return EXIT_FAILED
+
+    return run("fetch", body, stderr=stderr)
 
 
 if __name__ == "__main__":

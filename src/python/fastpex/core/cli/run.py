@@ -3,7 +3,7 @@ that turns an error into a message and an exit status.
 
 Every error prints as `fastpex <command>: error: <one paragraph>` on stderr (quoted tool output,
 such as pip's, stays indented below it), with the status its kind carries: 2 for a `UserError`,
-1 for an `OperationalError`, 130 for Ctrl-C.
+1 for an `OperationalError` (and an `OSError`: an unwritable output, a full disk), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import textwrap
 from typing import Callable, NoReturn, Optional, TextIO
 
-from fastpex.core.errors import FastpexError, UsageError
+from fastpex.core.errors import FastpexError, OperationalError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -26,9 +26,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def paragraph(message: str) -> str:
-    """The first line wrapped as one paragraph; anything after it (pip's words) indented below."""
+    """The first line as one paragraph (unwrapped: the terminal wraps it, and it stays one line for
+    `grep`); anything after it (pip's words) indented below."""
     head, _, rest = message.partition("\n")
-    text = textwrap.fill(head, width=100)
+    text = head
     if rest.strip():
         text += "\n" + textwrap.indent(rest.strip("\n"), "    ")
     return text
@@ -50,6 +51,10 @@ def run(
     except FastpexError as e:
         print(f"fastpex {command}: error: {paragraph(str(e))}", file=err)
         return e.exit_code
+    except OSError as e:  # an output not writable, a full disk: the world, not the input
+        detail = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"fastpex {command}: error: {detail}", file=err)
+        return OperationalError.exit_code
     except KeyboardInterrupt:
         print(f"fastpex {command}: {interrupted}", file=err)
         return EXIT_INTERRUPTED

@@ -14,7 +14,7 @@ import struct
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import pytest
 
@@ -95,7 +95,7 @@ def _entries(raw: bytes) -> Dict[str, Tuple[int, int]]:
     return out
 
 
-def _assert_refused(tmp_path: Path, path: Path, error: type, member: Optional[str] = None) -> LayerError:
+def _assert_refused(tmp_path: Path, path: Path, error: Type[LayerError], member: Optional[str] = None) -> LayerError:
     cache = tmp_path / "cache"
     outside = tmp_path / "outside"
     outside.mkdir(exist_ok=True)
@@ -145,7 +145,7 @@ def _retarget(path: str, column: int, value: str) -> Callable[[List[Tuple[str, s
         out = []
         for row in rows:
             if row[0] == path:
-                row = tuple(value if i == column else v for i, v in enumerate(row))  # type: ignore[assignment]
+                row = tuple(value if i == column else v for i, v in enumerate(row))  # type: ignore[assignment]  # a mutated RECORD row, same shape
             out.append(row)
         return out
 

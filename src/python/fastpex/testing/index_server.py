@@ -380,7 +380,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self._closing = False
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def process_request_thread(self, request, client_address) -> None:
         with self._conn_lock:
             if self._closing:
                 self.shutdown_request(request)
@@ -402,7 +402,7 @@ class _HTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request, client_address) -> None:
         """Keep handler crashes for inspection instead of printing tracebacks."""
         error = sys.exc_info()[1]
         if error is not None:
@@ -500,7 +500,7 @@ class IndexServer:
 
     def update(self, **changes: object) -> IndexConfig:
         """Shorthand for `server.config = replace(server.config, **changes)`."""
-        self.config = replace(self.config, **changes)  # type: ignore[arg-type]
+        self.config = replace(self.config, **changes)  # type: ignore[arg-type]  # IndexConfig field names checked by dataclasses.replace
         return self.config
 
     def fire(self, kinds: Sequence[str], filename: Optional[str], path: str) -> List[Fault]:
@@ -661,7 +661,7 @@ class _Handler(BaseHTTPRequestHandler):
         faults: Sequence[Fault] = (),
     ) -> None:
         """Send a complete response, applying transport faults on the way."""
-        by_kind = {}
+        by_kind: Dict[str, Fault] = {}
         for fault in faults:
             by_kind.setdefault(fault.kind, fault)
         slow = by_kind.get("slow")
@@ -808,7 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _redirect(self, location: str, faults: Sequence[Fault]) -> None:
         self._respond(301, b"moved\n", "text/plain", {"Location": location}, faults)
 
-    def _serve_page(self, query: str, faults: Sequence[Fault], render) -> None:  # type: ignore[no-untyped-def]
+    def _serve_page(self, query: str, faults: Sequence[Fault], render) -> None:
         fmt = parse_qs(query).get("format")  # `+` arrives form-decoded as a space
         media = _negotiate(fmt[0].replace(" ", "+") if fmt else self.headers.get("Accept"))
         if media is None:

@@ -343,7 +343,7 @@ def test_truncate_body_gives_incomplete_read(index_server: IndexServer, dists: D
     index_server.update(faults=(Fault("truncate_body", fraction=0.25, count=1),))
     size = dists.big.stat().st_size
     resp = raw(index_server, f"/files/{dists.big.name}")
-    assert int(resp.getheader("Content-Length")) == size
+    assert int(resp.getheader("Content-Length") or "") == size
     with pytest.raises(http.client.IncompleteRead) as info:
         resp.read()
     assert len(info.value.partial) == int(size * 0.25)
@@ -354,7 +354,7 @@ def test_wrong_content_length_larger_and_smaller(index_server: IndexServer, dist
     data = dists.old.read_bytes()
     index_server.update(faults=(Fault("wrong_content_length", length_delta=100),))
     resp = raw(index_server, f"/files/{dists.old.name}")
-    assert int(resp.getheader("Content-Length")) == len(data) + 100
+    assert int(resp.getheader("Content-Length") or "") == len(data) + 100
     with pytest.raises(http.client.IncompleteRead) as info:
         resp.read()
     assert info.value.partial == data

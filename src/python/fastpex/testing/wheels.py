@@ -419,7 +419,7 @@ class WheelFactory:
 
     def wheel(self, name: str, version: str, **kwargs: object) -> Path:
         """`build_wheel` into `dist_dir`; kwargs as for `build_wheel`."""
-        path = build_wheel(self.dist_dir, name, version, **kwargs)  # type: ignore[arg-type]
+        path = build_wheel(self.dist_dir, name, version, **kwargs)  # type: ignore[arg-type]  # keyword options forwarded as-is; build_wheel checks them
         self.built.append(path)
         return path
 
@@ -427,7 +427,7 @@ class WheelFactory:
 
     def sdist(self, name: str, version: str, **kwargs: object) -> Path:
         """`build_sdist` into `dist_dir`; kwargs as for `build_sdist`."""
-        path = build_sdist(self.dist_dir, name, version, **kwargs)  # type: ignore[arg-type]
+        path = build_sdist(self.dist_dir, name, version, **kwargs)  # type: ignore[arg-type]  # keyword options forwarded as-is; build_sdist checks them
         self.built.append(path)
         return path
 

@@ -30,7 +30,7 @@ from fastpex.testing.wheels import (
 )
 
 
-def _metadata(path: Path):  # type: ignore[no-untyped-def]
+def _metadata(path: Path):
     return email.parser.BytesParser().parsebytes(wheel_metadata_bytes(path))
 
 
@@ -112,8 +112,8 @@ def test_metadata_fields_parse(tmp_path: Path) -> None:
 
 def test_identical_inputs_give_identical_bytes(tmp_path: Path) -> None:
     kwargs = dict(requires_dist=["a", "b>1"], file_size_padding=1000, console_scripts={"x": "p:m"})
-    first = build_wheel(tmp_path / "a", "same", "1.0", **kwargs)  # type: ignore[arg-type]
-    second = build_wheel(tmp_path / "b", "same", "1.0", **kwargs)  # type: ignore[arg-type]
+    first = build_wheel(tmp_path / "a", "same", "1.0", **kwargs)  # type: ignore[arg-type]  # one dict of keyword options for both builds
+    second = build_wheel(tmp_path / "b", "same", "1.0", **kwargs)  # type: ignore[arg-type]  # one dict of keyword options for both builds
     assert first.read_bytes() == second.read_bytes()
     other = build_wheel(tmp_path / "c", "same", "1.0", requires_dist=["a"])
     assert other.read_bytes() != first.read_bytes()
@@ -187,7 +187,7 @@ def test_sdist_contents_and_setuptools_build(tmp_path: Path) -> None:
     assert sdist.name == "sd_ist-1.0.tar.gz"
     with tarfile.open(sdist) as tf:
         names = tf.getnames()
-        pkg_info = tf.extractfile("sd_ist-1.0/PKG-INFO").read()  # type: ignore[union-attr]
+        pkg_info = tf.extractfile("sd_ist-1.0/PKG-INFO").read()  # type: ignore[union-attr]  # the member exists: the test just wrote it
         assert {m.mtime for m in tf.getmembers()} == {0}
     assert "sd_ist-1.0/pyproject.toml" in names and "sd_ist-1.0/setup.py" in names
     msg = email.parser.BytesParser().parsebytes(pkg_info)
@@ -195,7 +195,7 @@ def test_sdist_contents_and_setuptools_build(tmp_path: Path) -> None:
     # No `wheel` package in the dev venv, so drive setuptools' egg_info/build directly.
     with tarfile.open(sdist) as tf:
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tf.extractall(tmp_path / "src", **safe)  # type: ignore[arg-type]
+        tf.extractall(tmp_path / "src", **safe)  # type: ignore[arg-type]  # `filter=` only where tarfile has it (3.12+)
     src = tmp_path / "src" / "sd_ist-1.0"
     subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "build"], cwd=src, check=True, capture_output=True)
     requires = (src / "Sd.Ist.egg-info" / "requires.txt").read_text()

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import Optional, Sequence, TextIO
 
 from fastpex.core.cli.run import ArgumentParser, run
 from fastpex.core.errors import UsageError
@@ -155,7 +155,7 @@ def main(
     *,
     lock: Optional[Lock] = None,
     reporter: Optional[Reporter] = None,
-    stderr: Optional[IO[str]] = None,
+    stderr: Optional[TextIO] = None,
 ) -> int:
     """Run `fetch` with `argv` (without the subcommand). `lock` bypasses --lock (for tests
     and callers that hold a `Lock` already). Returns the exit status."""

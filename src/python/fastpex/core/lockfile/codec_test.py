@@ -45,9 +45,9 @@ def _artifact(filename: str, digest: str, **kw: object) -> Artifact:
         url=f"https://files.example/packages/{filename}",
         filename=filename,
         sha256=digest * 64,
-        size=kw.get("size", 1234),  # type: ignore[arg-type]
-        upload_time=kw.get("upload_time", "2024-05-06T07:08:09.123456Z"),  # type: ignore[arg-type]
-        requires_python=kw.get("requires_python"),  # type: ignore[arg-type]
+        size=kw.get("size", 1234),  # type: ignore[arg-type]  # test overrides typed loosely on purpose
+        upload_time=kw.get("upload_time", "2024-05-06T07:08:09.123456Z"),  # type: ignore[arg-type]  # test overrides typed loosely on purpose
+        requires_python=kw.get("requires_python"),  # type: ignore[arg-type]  # test overrides typed loosely on purpose
     )
 
 
@@ -234,7 +234,7 @@ def test_pylock_toml(tmp_path):
     try:
         import tomllib
     except ImportError:  # Python 3.10: the same parser, vendored by pip (in the test resolve)
-        from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+        from pip._vendor import tomli as tomllib  # type: ignore[no-redef]  # pip vendors tomli for Python 3.10, which has no tomllib
 
     lock = sample_lock()
     text = pylock_toml(lock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -20,3 +21,18 @@ def catalog(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     build(factory)
     with IndexServer(factory.dist_dir) as server:
         yield server
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> Path:
+    """An empty directory of distributions for `server` to serve; tests add what they need."""
+    path = tmp_path / "dists"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server(dists: Path) -> Iterator[IndexServer]:
+    """A loopback index over `dists`, fresh for each test."""
+    with IndexServer(dists) as srv:
+        yield srv

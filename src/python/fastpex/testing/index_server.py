@@ -39,6 +39,8 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from fastpex.testing.wheels import sha256_file, wheel_metadata_bytes
+
 __all__ = [
     "DEFAULT_UPLOAD_TIME",
     "FAULT_KINDS",
@@ -215,23 +217,6 @@ def parse_range(header: Optional[str], size: int) -> Optional[Tuple[int, int]]:
     return start, min(end, size - 1)
 
 
-def _sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _wheel_metadata(path: Path) -> bytes:
-    with zipfile.ZipFile(path) as zf:
-        for member in zf.namelist():
-            parts = member.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
-                return zf.read(member)
-    raise ValueError(f"{path} has no METADATA")
-
-
 def _sdist_pkg_info(path: Path) -> Optional[bytes]:
     """PKG-INFO of an sdist, only to learn its Requires-Python."""
     try:
@@ -287,7 +272,7 @@ class _DistCatalog:
         if cached is not None:
             return cached
         path = Path(entry.path)
-        metadata = _wheel_metadata(path) if entry.name.endswith(".whl") else None
+        metadata = wheel_metadata_bytes(path) if entry.name.endswith(".whl") else None
         pkg_info = metadata if metadata is not None else _sdist_pkg_info(path)
         dist = DistFile(
             filename=entry.name,
@@ -295,7 +280,7 @@ class _DistCatalog:
             project=ident[0],
             version=ident[1],
             size=st.st_size,
-            sha256=_sha256_path(path),
+            sha256=sha256_file(path),
             requires_python=_requires_python(pkg_info),
             metadata=metadata,
         )

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -13,19 +12,6 @@ from fastpex.core.fetch.selection_test import dist, linux_target, mac_target, ma
 from fastpex.core.model import Artifact, Lock
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import build_wheel, sha256_file
-
-
-@pytest.fixture
-def dists(tmp_path: Path) -> Path:
-    path = tmp_path / "dists"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def server(dists: Path) -> Iterator[IndexServer]:
-    with IndexServer(dists) as srv:
-        yield srv
 
 
 def two_target_lock(server: IndexServer, dists: Path) -> Lock:

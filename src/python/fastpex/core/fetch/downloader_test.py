@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -28,19 +28,6 @@ from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel, sha256_file
 
 FAST: Dict[str, Any] = dict(backoff=0.01, timeout=5.0)  # keep retries quick in tests
-
-
-@pytest.fixture
-def dists(tmp_path: Path) -> Path:
-    path = tmp_path / "dists"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def server(dists: Path) -> Iterator[IndexServer]:
-    with IndexServer(dists) as srv:
-        yield srv
 
 
 @pytest.fixture

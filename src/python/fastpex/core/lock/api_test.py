@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,56 +16,52 @@ from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 
 
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexServer]:
-    f = WheelFactory(tmp_path_factory.mktemp("dists"))
+def build_catalog(f: WheelFactory) -> None:
     f.wheel("app", "1.0", requires_dist=["dep>=1"])
     f.wheel("dep", "1.0")
     f.wheel("dep", "2.0rc1")
-    with IndexServer(f.dist_dir) as server:
-        yield server
 
 
-def request(index: IndexServer, tmp_path: Path, **changes: Any) -> LockRequest:
+def request(catalog: IndexServer, tmp_path: Path, **changes: Any) -> LockRequest:
     base = LockRequest(
         resolve_name="r",
         requirements=("app",),
         targets=(parse_target("linux_x86_64-cp311"), parse_target("macosx_arm64-cp311")),
         output=tmp_path / "r.lock",
-        indexes=(("default", index.simple_url),),
+        indexes=(("default", catalog.simple_url),),
         cache_root=tmp_path / "cache",
     )
     return dataclasses.replace(base, **changes)
 
 
-def test_lock_writes_the_lock_and_reuses_it_while_inputs_and_pages_are_unchanged(index: IndexServer, tmp_path: Path) -> None:
-    first = lock(request(index, tmp_path))
+def test_lock_writes_the_lock_and_reuses_it_while_inputs_and_pages_are_unchanged(catalog: IndexServer, tmp_path: Path) -> None:
+    first = lock(request(catalog, tmp_path))
     assert not first.reused and first.lock is not None and first.pip_runs >= 1
     assert {d.name: d.version for d in first.lock.distributions} == {"app": "1.0", "dep": "1.0"}
     assert (tmp_path / "r.lock").read_text() == first.lock_text
     assert load_lock(tmp_path / "r.lock") == first.lock
 
-    again = lock(request(index, tmp_path))
+    again = lock(request(catalog, tmp_path))
     assert again.reused and again.lock is None and again.lock_text == first.lock_text
 
     # Any input that changes the lock changes the key: here pre-releases, then the header.
-    pre = lock(request(index, tmp_path, options=LockOptions(prereleases=True)))
+    pre = lock(request(catalog, tmp_path, options=LockOptions(prereleases=True)))
     assert not pre.reused and pre.lock is not None
     assert {d.name: d.version for d in pre.lock.distributions}["dep"] == "2.0rc1"
-    bare = lock(request(index, tmp_path, header=None))
+    bare = lock(request(catalog, tmp_path, header=None))
     assert not bare.reused and bare.lock_text == without_header(first.lock_text)
 
 
-def test_lock_without_proxy_and_without_reuse(index: IndexServer, tmp_path: Path) -> None:
-    direct = lock(request(index, tmp_path, options=LockOptions(use_proxy=False), pylock_output=tmp_path / "pylock.toml"))
+def test_lock_without_proxy_and_without_reuse(catalog: IndexServer, tmp_path: Path) -> None:
+    direct = lock(request(catalog, tmp_path, options=LockOptions(use_proxy=False), pylock_output=tmp_path / "pylock.toml"))
     assert direct.lock is not None and not direct.reused
     assert (tmp_path / "pylock.toml").read_text() == direct.pylock_text
-    proxied = lock(request(index, tmp_path, options=LockOptions(reuse=False)))
+    proxied = lock(request(catalog, tmp_path, options=LockOptions(reuse=False)))
     assert proxied.lock == direct.lock
-    assert not lock(request(index, tmp_path, options=LockOptions(reuse=False))).reused
+    assert not lock(request(catalog, tmp_path, options=LockOptions(reuse=False))).reused
 
 
-def test_invalid_requirement_is_refused_before_anything_is_written(index: IndexServer, tmp_path: Path) -> None:
+def test_invalid_requirement_is_refused_before_anything_is_written(catalog: IndexServer, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequirementError):
-        lock(request(index, tmp_path, requirements=("app>=",)))
+        lock(request(catalog, tmp_path, requirements=("app>=",)))
     assert not (tmp_path / "r.lock").exists()

@@ -37,13 +37,6 @@ MB = 1024 * 1024
 
 
 @pytest.fixture
-def dists(tmp_path: Path) -> Path:
-    path = tmp_path / "dists"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def cache_root(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Sequence
 
 import pytest
 
@@ -63,14 +63,6 @@ def build_catalog(f: WheelFactory) -> None:
 @pytest.fixture(scope="module")
 def pip() -> PipTool:
     return ensure_pip()
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Iterator[IndexServer]:
-    factory = WheelFactory(tmp_path_factory.mktemp("dists"))
-    build_catalog(factory)
-    with IndexServer(factory.dist_dir) as server:
-        yield server
 
 
 def run_resolve(

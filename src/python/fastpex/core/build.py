@@ -12,12 +12,13 @@ import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Optional, Sequence, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from fastpex.core.errors import UserError
-from fastpex.core.fetch import downloader, selection
+from fastpex.core.fetch import FetchRequest, downloader, fetch, selection
 from fastpex.core.fetch.progress import Reporter
 from fastpex.core.lockfile.codec import load_lock
 from fastpex.core.lockfile.subset import subset_lock
@@ -27,7 +28,6 @@ from fastpex.core.pack.assemble import PexBuildResult
 from fastpex.core.pack.layers import WheelInput
 from fastpex.core.pack.options import PexOptions, Sources
 from fastpex.core.platforms import UnknownPlatformError, parse_target
-from fastpex.core.store import ArtifactStore
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "build"]
 
@@ -85,15 +85,17 @@ def build(request: BuildRequest) -> BuildResult:
     target_names = [canonical_target_name(t) for t in request.targets] or [lock.resolves[0].target.name]
     targets = selection.targets_for(lock, target_names)
     check_interpreter_constraints(targets, options.interpreter_constraints)
-    chosen = selection.select_artifacts(lock, targets)
-    fetched = downloader.fetch(
-        chosen.artifacts,
-        ArtifactStore(request.cache_root),
-        jobs=request.fetch_jobs,
-        configured_indexes=request.indexes,
-        offline=request.offline,
-        progress=request.progress,
-    )
+    fetched = fetch(
+        FetchRequest(
+            lock=lock,
+            targets=tuple(t.name for t in targets),
+            cache_root=Path(request.cache_root) if request.cache_root else None,
+            jobs=request.fetch_jobs,
+            offline=request.offline,
+            indexes=tuple(request.indexes),
+            progress=request.progress,
+        )
+    ).fetched
     wheels = tuple(
         WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename) for f in fetched
     )

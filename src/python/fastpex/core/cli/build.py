@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from fastpex.core.build import BuildRequest, build
 from fastpex.core.cli.pack import add_pex_options, pex_options_from
-from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.cli.run import ArgumentParser, path_argument, run
 from fastpex.core.fetch.downloader import DEFAULT_JOBS
 from fastpex.core.fetch.progress import default_reporter
 
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m fastpex build",
         description="Build a PEX from a fastpex lock: select, fetch, layer and assemble.",
     )
-    parser.add_argument("--lock", required=True, metavar="LOCKFILE")
+    parser.add_argument("--lock", required=True, metavar="LOCKFILE", type=path_argument)
     parser.add_argument("--target", action="append", default=[], metavar="NAME",
                         help="A target of the lock to build for; repeatable (multi-platform PEX). "
                              "Default: the lock's first target.")

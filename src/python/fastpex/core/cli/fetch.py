@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.cli.run import ArgumentParser, path_argument, run
 from fastpex.core.errors import UsageError
 from fastpex.core.fetch import FetchRequest, fetch
 from fastpex.core.fetch.api import DEFAULT_RETRIES
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download the artifacts that lock targets need into fastpex's "
         "content-addressed store, verified against the lock's sha256.",
     )
-    parser.add_argument("--lock", metavar="LOCKFILE", help="the lockfile to fetch from")
+    parser.add_argument("--lock", metavar="LOCKFILE", type=path_argument, help="the lockfile to fetch from")
     parser.add_argument(
         "--target",
         metavar="NAME",
@@ -48,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dest",
         metavar="DIR",
+        type=path_argument,
         help="also place the files in DIR under their filenames (hard links into the store "
         "when possible, else copies)",
     )
     parser.add_argument(
         "--cache-dir",
         metavar="DIR",
+        type=path_argument,
         help="fastpex's cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex)",
     )
     parser.add_argument(
@@ -92,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-sdists",
         action="store_true",
-        help="fetch an sdist when a distribution has no wheel for the target",
+        default=None,
+        help="fetch an sdist when a distribution has no wheel for the target "
+        "(default: when the lock was made with --allow-sdists)",
     )
     parser.add_argument(
         "--verify",
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--manifest-out",
         metavar="JSON",
+        type=path_argument,
         help="write a JSON list of {filename, sha256, path} for the fetched artifacts",
     )
     return parser
@@ -136,7 +141,7 @@ def _request(args: argparse.Namespace, lock: Optional[Lock], reporter: Optional[
     return FetchRequest(
         lock=lock,
         targets=tuple(args.target),
-        cache_root=Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None,
+        cache_root=Path(args.cache_dir) if args.cache_dir else None,
         jobs=args.fetch_jobs,
         retries=args.retries,
         timeout=args.timeout,

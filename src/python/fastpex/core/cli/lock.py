@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.cli.run import ArgumentParser, path_argument, path_or_url_argument, run
 from fastpex.core.errors import UsageError
 from fastpex.core.lock.api import LockOptions, LockRequest, lock
 from fastpex.core.lock.proxy import Route
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolve", required=True, help="name of the resolve (goes into the lock and its header)")
     p.add_argument("--requirement", action="append", default=[], metavar="REQ", help="a PEP 508 requirement (repeatable)")
-    p.add_argument("--requirements-file", action="append", default=[], metavar="FILE", help="a file of requirements, one per line (repeatable)")
+    p.add_argument("--requirements-file", action="append", default=[], metavar="FILE", type=path_argument, help="a file of requirements, one per line (repeatable)")
     p.add_argument(
         "--target",
         action="append",
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "a bare platform (linux_x86_64) is expanded over the interpreter constraints (repeatable)",
     )
     p.add_argument("--index", action="append", default=[], metavar="[NAME=]URL", help="a PEP 503/691 index; the first is the default name `default` (repeatable)")
-    p.add_argument("--find-links", action="append", default=[], metavar="DIR", help="a local directory of wheels/sdists (repeatable)")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR", type=path_or_url_argument, help="a local directory of wheels/sdists (repeatable)")
     p.add_argument(
         "--route",
         action="append",
@@ -68,19 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--upload-cutoff", metavar="DATE", help="ignore files uploaded after DATE (ISO 8601, UTC if no zone)")
     p.add_argument("--interpreter-constraint", action="append", default=[], metavar="IC", help="e.g. 'CPython>=3.9,<3.14' (repeatable, OR'ed)")
-    p.add_argument("--output", "-o", required=True, metavar="LOCKFILE", help="where to write the lockfile")
-    p.add_argument("--pylock-output", metavar="PATH", help="also write a PEP 751 pylock.toml here")
-    p.add_argument("--cache-dir", metavar="DIR", help="fastpex's cache root (metadata, hashes, pinned pip)")
-    p.add_argument("--existing-lock", metavar="LOCKFILE", help="keep this lock's pins where the requirements allow (minimal re-lock)")
+    p.add_argument("--output", "-o", required=True, metavar="LOCKFILE", type=path_argument, help="where to write the lockfile")
+    p.add_argument("--pylock-output", metavar="PATH", type=path_argument, help="also write a PEP 751 pylock.toml here")
+    p.add_argument("--cache-dir", metavar="DIR", type=path_argument, help="fastpex's cache root (metadata, hashes, pinned pip)")
+    p.add_argument("--existing-lock", metavar="LOCKFILE", type=path_argument, help="keep this lock's pins where the requirements allow (minimal re-lock)")
     p.add_argument("--upgrade", action="append", default=[], metavar="PROJECT", help="with --existing-lock: let PROJECT move (repeatable)")
     binary = p.add_mutually_exclusive_group()
     binary.add_argument("--only-binary", dest="only_binary", action="store_true", default=True, help="wheels only (default)")
     binary.add_argument("--allow-sdists", dest="only_binary", action="store_false", help="let pip build sdists for their metadata")
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
     p.add_argument("--regenerate-command", metavar="STR", help="the command the lock header tells users to run")
-    p.add_argument("--pip", metavar="PATH", help="the pip to run (a dir with pip/, a pip wheel, or a Python with pip >= 25.3)")
+    p.add_argument("--pip", metavar="PATH", type=path_argument, help="the pip to run (a dir with pip/, a pip wheel, or a Python with pip >= 25.3)")
     p.add_argument("--pip-jobs", type=int, default=4, metavar="N", help="pip processes in parallel (default 4)")
-    p.add_argument("--hint-lock", metavar="LOCKFILE", help="an earlier lock of this resolve whose projects' pages are fetched before pip asks for them (default: --output, if it exists); pins are not kept (see --existing-lock)")
+    p.add_argument("--hint-lock", metavar="LOCKFILE", type=path_argument, help="an earlier lock of this resolve whose projects' pages are fetched before pip asks for them (default: --output, if it exists); pins are not kept (see --existing-lock)")
     p.add_argument("--metadata-jobs", type=int, default=16, metavar="N", help="parallel metadata and page requests of the proxy (default 16)")
     p.add_argument("--no-proxy", action="store_true", help="let pip talk to the indexes directly (no metadata proxy)")
     p.add_argument(
@@ -221,7 +221,7 @@ def _request(args: argparse.Namespace) -> LockRequest:
         existing_lock=Path(args.existing_lock) if args.existing_lock else None,
         upgrade=tuple(args.upgrade),
         hint_lock=Path(args.hint_lock) if args.hint_lock else None,
-        cache_root=Path(args.cache_dir).expanduser().absolute() if args.cache_dir else None,
+        cache_root=Path(args.cache_dir) if args.cache_dir else None,
         pylock_output=Path(args.pylock_output) if args.pylock_output else None,
         header=header,
     )

@@ -20,7 +20,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from fastpex.core.cli.run import ArgumentParser, run
+from fastpex.core.cli.run import ArgumentParser, path_argument, run
 from fastpex.core.errors import UsageError
 from fastpex.core.pack.api import PackRequest, pack
 from fastpex.core.pack.layers import WheelInput
@@ -34,11 +34,11 @@ def _parse_wheel(value: str) -> WheelInput:
     """`PATH[=SHA256]`; the suffix counts as a hash only if it is 64 hex digits."""
     path, sep, digest = value.rpartition("=")
     if sep and _SHA256.match(digest):
-        return WheelInput(path=path, sha256=digest.lower())
+        return WheelInput(path=path_argument(path), sha256=digest.lower())
     if not os.path.isfile(value):
         raise UsageError(f"The wheel {value} does not exist.")
     # No expected hash given: the file is trusted as-is and its hash becomes the cache key.
-    return WheelInput(path=value, sha256=sha256_file(value))
+    return WheelInput(path=path_argument(value), sha256=sha256_file(value))
 
 
 def _parse_manifest(path: str) -> List[WheelInput]:
@@ -85,7 +85,7 @@ def _parse_env(values: Sequence[str]) -> Dict[str, str]:
 
 def add_pex_options(parser: argparse.ArgumentParser) -> None:
     """The options of the PEX being built; shared by `pack` and `build`."""
-    parser.add_argument("--sources", metavar="DIR", help="Application sources root.")
+    parser.add_argument("--sources", metavar="DIR", type=path_argument, help="Application sources root.")
     parser.add_argument("--entry-point", metavar="MODULE[:FUNC]")
     parser.add_argument("--script", metavar="NAME",
                         help="A console script (or script) of one of the wheels to run.")
@@ -101,12 +101,12 @@ def add_pex_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-tools", action="store_true", help="Support PEX_TOOLS=1.")
     parser.add_argument("--no-strip-pex-env", dest="strip_pex_env", action="store_false")
     parser.add_argument("--shebang", default=DEFAULT_SHEBANG)
-    parser.add_argument("--output", "-o", required=True, metavar="PATH")
+    parser.add_argument("--output", "-o", required=True, metavar="PATH", type=path_argument)
     parser.add_argument("--part", choices=PARTS, default="all",
                         help="Build only the dependencies (`deps`: bootstrap + dependency zips) or "
                              "only the application (`app`: PEX-INFO, __main__.py, sources) of a "
                              "packed or split PEX; the two merged are the whole (`all`).")
-    parser.add_argument("--cache-dir", metavar="DIR",
+    parser.add_argument("--cache-dir", metavar="DIR", type=path_argument,
                         help="fastpex cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex).")
     parser.add_argument("--layer-jobs", type=int, default=None,
                         help="Processes for building layers (default: the CPU count).")
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--wheel", action="append", default=[], metavar="PATH[=SHA256]",
                         help="A wheel to include; repeatable. Without =SHA256 the file is trusted.")
-    parser.add_argument("--wheels-manifest", metavar="JSON",
+    parser.add_argument("--wheels-manifest", metavar="JSON", type=path_argument,
                         help="A JSON file listing wheels as {path, sha256[, filename]} objects.")
     add_pex_options(parser)
     return parser

@@ -9,6 +9,8 @@ such as pip's, stays indented below it), with the status its kind carries: 2 for
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import textwrap
 from typing import Callable, NoReturn, Optional, TextIO
@@ -23,6 +25,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def path_argument(value: str) -> str:
+    """A path argument, absolute: `~` expanded, relative to the working directory. Every
+    subcommand's path options take it as their argparse `type`, so the stages below the CLI
+    only ever see absolute paths (however the working directory changes later)."""
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def path_or_url_argument(value: str) -> str:
+    """`path_argument` for a path, a URL (`file:///wheels`, `https://...`) unchanged."""
+    return value if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) else path_argument(value)
 
 
 def paragraph(message: str) -> str:

@@ -216,8 +216,13 @@ def parse_platform(spec: str, *, _whole: Optional[str] = None) -> PlatformSpec:
 
 def _parse_python(spec: str, python: str) -> Tuple[Tuple[int, int], Optional[int], bool]:
     match = _PYTHON_RE.match(python)
-    if not match:
-        raise UnknownPlatformError(spec, f"`{python}` is not a CPython version like cp311 or cp3.11.9")
+    lowest, highest = (tuple(int(x) for x in v.split(".")) for v in (PYTHON_UNIVERSE[0], PYTHON_UNIVERSE[-1]))
+    supported = (
+        f"fastpex supports CPython {PYTHON_UNIVERSE[0]} to {PYTHON_UNIVERSE[-1]}: cp{''.join(map(str, lowest))} "
+        f"to cp{''.join(map(str, highest))}, or cp3.11 and cp3.11.9 to name a minor and a patch"
+    )
+    if not match or (3, int(match["nodot_minor"] or match["minor"])) > highest:
+        raise UnknownPlatformError(spec, f"`{python}` is not a supported CPython version; {supported}")
     if match["nodot"]:
         version = (3, int(match["nodot_minor"]))
         patch = None

@@ -187,3 +187,12 @@ def test_target_marker_selects_only_its_target():
     for t in targets:
         marker = Marker(target_marker(t))
         assert [o.name for o in targets if marker.evaluate(dict(o.marker_environment))] == [t.name]
+
+
+@pytest.mark.parametrize("python", ["cp99", "cp27", "cp399", "cp3.15", "cp4"])
+def test_an_unsupported_python_is_called_unsupported_and_the_range_is_listed(python):
+    with pytest.raises(UnknownPlatformError) as e:
+        parse_target(f"linux_x86_64-{python}")
+    message = str(e.value)
+    assert f"`{python}` is not a supported CPython version; fastpex supports CPython 3.8 to 3.14: cp38 to cp314" in message
+    assert "like cp311" not in message

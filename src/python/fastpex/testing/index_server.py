@@ -113,6 +113,7 @@ class IndexConfig:
     serve_metadata_files: bool = True  # `/files/<wheel>.metadata` answers 200 (else 404)
     honour_range: bool = True  # 206/416 for Range requests (else 200 full body)
     include_hashes: bool = True  # `#sha256=` / `hashes` on file links
+    include_sizes: bool = True  # PEP 700 `size` on JSON file entries (HTML pages never have one)
     upload_times: Mapping[str, datetime] = field(default_factory=dict)  # filename -> time
     default_upload_time: datetime = DEFAULT_UPLOAD_TIME
     yanked: Mapping[str, str] = field(default_factory=dict)  # filename -> reason ("" allowed)
@@ -827,7 +828,7 @@ class _Handler(BaseHTTPRequestHandler):
             "filename": dist.filename,
             "url": self.index.file_url(dist.filename),
             "hashes": {"sha256": sha} if config.include_hashes else {},
-            "size": dist.size,
+            **({"size": dist.size} if config.include_sizes else {}),
             "upload-time": _iso(config.upload_times.get(dist.filename, config.default_upload_time)),
             "yanked": config.yanked[dist.filename] or True if dist.filename in config.yanked else False,
         }

@@ -94,11 +94,13 @@ def fetch(
         remote = [a for a in missing if not _is_local(a)]
         if remote:
             raise OfflineError(remote)
+    # Stored artifacts count as stored (the lock has no size when the index gave none).
+    cached_bytes = sum(store.path_for(a.sha256).stat().st_size for a in cached)
     reporter.start(
         total_files=len(wanted),
-        total_bytes=sum(a.size or 0 for a in wanted),
+        total_bytes=cached_bytes + sum(a.size or 0 for a in missing),
         cached_files=len(cached),
-        cached_bytes=sum(a.size or 0 for a in cached),
+        cached_bytes=cached_bytes,
     )
     results: Dict[str, FetchedArtifact] = {
         a.sha256.lower(): FetchedArtifact(a, str(store.path_for(a.sha256))) for a in cached

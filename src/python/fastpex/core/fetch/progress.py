@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import IO, Optional
+from typing import IO, Dict, Optional
 
 from fastpex.core.model import Artifact
 
@@ -56,6 +56,8 @@ class _Counting(Reporter):
         self.cached_files = self.cached_bytes = 0
         self.done_files = 0
         self.received = 0  # bytes written this run (incl. resumed prefixes)
+        self.ready_bytes = 0  # bytes of the artifacts ready, counted as stored (not as the index said)
+        self._received_for: Dict[str, int] = {}  # sha256 -> bytes written for it this run
         self.downloaded_files = 0
         self.retries = 0
         self.started = time.monotonic()
@@ -65,11 +67,14 @@ class _Counting(Reporter):
             self.total_files, self.total_bytes = total_files, total_bytes
             self.cached_files, self.cached_bytes = cached_files, cached_bytes
             self.done_files = cached_files
+            self.ready_bytes = cached_bytes
             self.started = time.monotonic()
 
     def bytes_received(self, artifact: Artifact, n: int) -> None:
         with self.lock:
             self.received += n
+            key = artifact.sha256.lower()
+            self._received_for[key] = self._received_for.get(key, 0) + n
 
     def artifact_retrying(self, artifact: Artifact, attempt: int, reason: str, delay: float) -> None:
         with self.lock:
@@ -78,6 +83,9 @@ class _Counting(Reporter):
     def artifact_finished(self, artifact: Artifact, *, cached: bool) -> None:
         with self.lock:
             self.done_files += 1
+            written = self._received_for.pop(artifact.sha256.lower(), 0)
+            # What was written for it, else (another process stored it first) what the lock says.
+            self.ready_bytes += written if written > 0 else artifact.size or 0
             if not cached:
                 self.downloaded_files += 1
 
@@ -86,7 +94,7 @@ class _Counting(Reporter):
         downloaded = self.done_files - self.cached_files
         line = (
             f"fastpex fetch: {self.done_files}/{self.total_files} artifacts "
-            f"({_human_bytes(self.total_bytes)}) {'ready' if ok else 'ready before the failure'}: "
+            f"({_human_bytes(self.ready_bytes)}) {'ready' if ok else 'ready before the failure'}: "
             f"{self.cached_files} from the store, {downloaded} downloaded "
             f"({_human_bytes(self.received)} in {elapsed:.1f}s, "
             f"{_human_bytes(self.received / elapsed)}/s)"
@@ -124,7 +132,7 @@ class TTYReporter(_Counting):
         eta = f"{remaining / rate:.0f}s" if rate > 0 and remaining else "-"
         line = (
             f"Fetching {self.done_files}/{self.total_files} files  "
-            f"{_human_bytes(have)}/{_human_bytes(self.total_bytes)}  "
+            f"{_human_bytes(have)}/{_human_bytes(max(self.total_bytes, have))}  "
             f"{_human_bytes(rate)}/s  ETA {eta}"
         )
         self.stream.write("\r" + line + "\x1b[K")

@@ -17,6 +17,7 @@ import html
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import tarfile
@@ -364,7 +365,16 @@ class _HTTPServer(ThreadingHTTPServer):
         self._conns: set = set()
         self._conn_lock = threading.Lock()
         self._closing = False
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((index.host, 0), _Handler)
+
+    def get_request(self):
+        sock, address = super().get_request()
+        context = self.index.ssl_context
+        if context is not None:
+            # The handshake runs in the handler thread: a client that never speaks TLS must not
+            # stall the accept loop.
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request_thread(self, request, client_address) -> None:
         with self._conn_lock:
@@ -373,6 +383,14 @@ class _HTTPServer(ThreadingHTTPServer):
                 return
             self._conns.add(request)
         try:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(10)
+                    request.do_handshake()
+                    request.settimeout(None)
+                except (OSError, ValueError):  # a failed handshake (e.g. an untrusted CA): drop it
+                    self.shutdown_request(request)
+                    return
             super().process_request_thread(request, client_address)
         finally:
             with self._conn_lock:
@@ -396,10 +414,23 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class IndexServer:
-    """A threaded loopback index over `dist_dir`; use as a context manager."""
+    """A threaded loopback index over `dist_dir`; use as a context manager.
 
-    def __init__(self, dist_dir: Union[str, Path], config: Optional[IndexConfig] = None) -> None:
+    `host` is the loopback address to bind (e.g. `127.0.0.2`, which a `NO_PROXY=127.0.0.1`
+    default does not cover); with `ssl_context` (a server-side context holding a certificate for
+    `host`) it serves https."""
+
+    def __init__(
+        self,
+        dist_dir: Union[str, Path],
+        config: Optional[IndexConfig] = None,
+        *,
+        host: str = "127.0.0.1",
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self.dist_dir = Path(dist_dir)
+        self.host = host
+        self.ssl_context = ssl_context
         self.catalog = _DistCatalog(self.dist_dir)
         self._config = config or IndexConfig()
         self._lock = threading.Lock()
@@ -452,7 +483,11 @@ class IndexServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
 
     @property
     def simple_url(self) -> str:
@@ -470,7 +505,7 @@ class IndexServer:
         if not auth:
             return self.simple_url
         user, password = (quote(a, safe="") for a in auth)
-        return f"http://{user}:{password}@127.0.0.1:{self.port}/simple/"
+        return f"{self.scheme}://{user}:{password}@{self.host}:{self.port}/simple/"
 
     # -- configuration ---------------------------------------------------
     @property

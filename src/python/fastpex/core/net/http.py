@@ -2,7 +2,9 @@
 
 Why not urllib: it opens a new TCP+TLS connection per request, which dominates the cost of the
 thousands of tiny requests locking makes (pages, `.metadata` files, zip range reads). This
-client keeps idle connections per (scheme, host, port), bounds everything a server controls
+client keeps idle connections per route (proxy, scheme, host, port), honours `HTTPS_PROXY`,
+`HTTP_PROXY` and `NO_PROXY` (see `proxy.py`: CONNECT tunnels for https, a forward proxy for
+http, proxy credentials only in `Proxy-Authorization`), bounds everything a server controls
 (redirects, retries, document sizes, timeouts), never sends credentials to a host they were not
 configured for, and counts every body byte received so benchmarks and tests can assert on it.
 
@@ -14,16 +16,23 @@ from __future__ import annotations
 import builtins
 import http.client
 import logging
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Tuple
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from fastpex.core.net.errors import HttpConnectionError, ResponseTooLargeError, TooManyRedirectsError
-from fastpex.core.net.pool import WATCHDOG, ConnectionPool, Release, origin_of
+from fastpex.core.net.errors import (
+    HttpConnectionError,
+    ProxyError,
+    ResponseTooLargeError,
+    TooManyRedirectsError,
+)
+from fastpex.core.net.pool import WATCHDOG, ConnectionPool, ProxyUnreachable, Release, Route, TunnelRefused, origin_of
+from fastpex.core.net.proxy import ProxySettings
 from fastpex.core.net.response import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     GLOBAL_COUNTER,
@@ -55,7 +64,12 @@ class HttpConfig:
     max_idle_per_host: int = 16
     chunk_size: int = 1024 * 1024
     user_agent: str = "fastpex"
-    ca_bundle: Optional[str] = None  # default: the system store, honouring SSL_CERT_FILE
+    # The trust store for https (direct or through a proxy's tunnel). Default: the system
+    # store, which honours `SSL_CERT_FILE` / `SSL_CERT_DIR` (how a private CA is trusted).
+    ca_bundle: Optional[str] = None
+    # None: read `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` when the client is made;
+    # `proxy.NO_PROXY_SETTINGS` connects directly whatever the environment says.
+    proxies: Optional[ProxySettings] = None
     # `read_timeout` bounds one silence; these bound a server that trickles bytes forever. The
     # status line + headers, and a whole document body, must arrive within `total_timeout`; a
     # streamed body may take longer only while it averages at least `min_stream_rate` bytes/s.
@@ -82,6 +96,9 @@ class HttpClient:
         self.config = config or HttpConfig()
         self.configured_indexes = tuple(configured_indexes)
         self.counter = counter or ByteCounter()
+        self.proxies = self.config.proxies if self.config.proxies is not None else ProxySettings.from_environ()
+        if self.proxies.http or self.proxies.https:
+            logger.debug("proxies: %s", self.proxies.describe())
         self._pool = ConnectionPool(
             connect_timeout=self.config.connect_timeout,
             ca_bundle=self.config.ca_bundle,
@@ -89,8 +106,12 @@ class HttpClient:
         )
 
     def idle_connections(self) -> Dict[Tuple[str, str, int], int]:
-        """Idle keep-alive connections per (scheme, host, port)."""
+        """Idle keep-alive connections per (scheme, host, port), over every route."""
         return self._pool.idle_counts()
+
+    def idle_connections_by_route(self) -> Dict[Tuple[Optional[str], Tuple[str, str, int]], int]:
+        """Idle keep-alive connections per (redacted proxy URL or None, origin)."""
+        return self._pool.idle_counts_by_route()
 
     def close(self) -> None:
         self._pool.close()
@@ -195,7 +216,7 @@ class HttpClient:
             except _RetryableFailure as failure:
                 last_error = failure.cause
                 if attempt >= self.config.max_retries:
-                    raise HttpConnectionError(url, f"{type(last_error).__name__}: {last_error}") from last_error
+                    raise _connection_error(url, last_error) from last_error
                 delay = self._backoff(attempt)
                 logger.debug("retrying %s %s in %.2fs after %r", method, redact(url), delay, last_error)
                 time.sleep(delay)
@@ -224,16 +245,26 @@ class HttpClient:
             raise HttpConnectionError(url, f"unsupported URL scheme `{origin[0]}`")
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = self.proxies.proxy_for(url)
+        route: Route = (proxy, origin)
+        send_headers = dict(headers)
+        if proxy is not None and origin[0] == "http":
+            # A forward proxy gets the absolute URL (`url` is credential-free here); only the
+            # proxy's own credentials go into Proxy-Authorization (it does not pass them on).
+            target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+            proxy_auth = proxy.authorization
+            if proxy_auth:
+                send_headers["Proxy-Authorization"] = proxy_auth
         # A reused keep-alive connection may have been closed by the server meanwhile: that
         # failure says nothing about the server, so retry it once on a fresh connection.
         for fresh_attempt in (False, True):
-            conn, reused = self._pool.acquire(origin)
+            conn, reused = self._pool.acquire(route)
             try:
                 if conn.sock is None:
                     conn.connect()
                     assert conn.sock is not None
                 conn.sock.settimeout(self.config.read_timeout)
-                conn.request(method, target, headers=dict(headers))
+                conn.request(method, target, headers=send_headers)
                 self.counter.add_request()
                 GLOBAL_COUNTER.add_request()
                 guard = WATCHDOG.arm(conn.sock, self.config.total_timeout)
@@ -252,9 +283,11 @@ class HttpClient:
                 conn.close()
                 if reused and not fresh_attempt:
                     continue
+                if isinstance(e, TunnelRefused) and 400 <= e.status < 500 or isinstance(e, ssl.SSLCertVerificationError):
+                    raise _connection_error(url, e) from e  # 407, 403, a bad certificate: retrying changes nothing
                 raise _RetryableFailure(e) from e
             break
-        done = Release(self._pool, origin, conn)
+        done = Release(self._pool, route, conn)
         response = Response(
             url=url,
             status=raw.status,
@@ -327,6 +360,23 @@ class HttpClient:
             chunk_size=self.config.chunk_size,
             max_document_bytes=self.config.max_document_bytes,
         )
+
+
+def _connection_error(url: str, error: BaseException) -> HttpConnectionError:
+    """The error for a request that could not be sent: naming the proxy when it was at fault."""
+    if isinstance(error, (ProxyUnreachable, TunnelRefused)):
+        proxy = error.proxy
+        creds = urlsplit(proxy.url).password or ""
+        return ProxyError(
+            url,
+            proxy.url,
+            proxy.variable,
+            str(error),
+            unreachable=isinstance(error, ProxyUnreachable),
+            status=error.status if isinstance(error, TunnelRefused) else 0,
+            secrets=(creds,),
+        )
+    return HttpConnectionError(url, f"{type(error).__name__}: {error}")
 
 
 def _with_userinfo(url: str, credentialed: str) -> str:

@@ -1,4 +1,9 @@
-"""Keep-alive connections per origin, and the watchdog that bounds a stuck request."""
+"""Keep-alive connections per route (proxy, origin), and the watchdog that bounds a stuck request.
+
+A route through a proxy connects to the proxy: for an http origin the requests go to it in
+absolute form (a forward proxy); for an https origin the connection opens a CONNECT tunnel and
+then speaks TLS to the origin through it, checking the origin's certificate as a direct one would.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,18 @@ import time
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-__all__ = ["WATCHDOG", "ConnectionPool", "Origin", "Release", "origin_of"]
+from fastpex.core.net.proxy import Proxy
+
+__all__ = [
+    "WATCHDOG",
+    "ConnectionPool",
+    "Origin",
+    "ProxyUnreachable",
+    "Release",
+    "Route",
+    "TunnelRefused",
+    "origin_of",
+]
 
 
 class _Watchdog:
@@ -71,15 +87,106 @@ def origin_of(url: str) -> Origin:
     return scheme, (parts.hostname or "").lower(), port
 
 
+# Connections are pooled per route: the same origin through another proxy (or directly) is
+# another connection, as is the same proxy with other credentials.
+Route = Tuple[Optional[Proxy], Origin]
+
+
+class ProxyUnreachable(OSError):
+    """The TCP connection to the proxy failed (not the origin behind it)."""
+
+    def __init__(self, proxy: Proxy, cause: OSError) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.proxy = proxy
+        self.cause = cause
+
+
+class TunnelRefused(OSError):
+    """The proxy answered CONNECT with a status other than 2xx."""
+
+    def __init__(self, proxy: Proxy, status: int, reason: str) -> None:
+        super().__init__(f"the proxy answered CONNECT with HTTP {status} {reason}".rstrip())
+        self.proxy = proxy
+        self.status = status
+        self.reason = reason
+
+
+_MAX_TUNNEL_HEADER_LINES = 100
+
+
+def open_tunnel(sock: socket.socket, host: str, port: int, proxy: Proxy) -> None:
+    """Ask the proxy on `sock` for a tunnel to host:port; raise `TunnelRefused` unless it agrees."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    auth = proxy.authorization
+    if auth:
+        lines.append(f"Proxy-Authorization: {auth}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    # Nothing follows the proxy's headers until the client speaks TLS, so a buffered reader
+    # cannot swallow bytes of the tunnel.
+    reader = sock.makefile("rb")
+    try:
+        status_line = reader.readline(8192).decode("latin-1").strip()
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/") or not code.isdigit():
+            raise http.client.BadStatusLine(status_line[:100])
+        for _ in range(_MAX_TUNNEL_HEADER_LINES):
+            line = reader.readline(8192)
+            if line in (b"\r\n", b"\n", b""):
+                break
+        else:
+            raise http.client.LineTooLong("CONNECT response headers")
+    finally:
+        reader.close()
+    if not 200 <= int(code) < 300:
+        raise TunnelRefused(proxy, int(code), reason.strip())
+
+
+class _ForwardProxyConnection(http.client.HTTPConnection):
+    """An http origin through a forward proxy: TCP to the proxy, requests in absolute form."""
+
+    def __init__(self, proxy: Proxy, timeout: float) -> None:
+        super().__init__(proxy.host, proxy.port, timeout=timeout)
+        self.proxy = proxy
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except OSError as e:
+            raise ProxyUnreachable(self.proxy, e) from e
+
+
+class _TunnelConnection(http.client.HTTPSConnection):
+    """An https origin through a CONNECT tunnel; TLS (and its checks) is end to end."""
+
+    def __init__(self, host: str, port: int, proxy: Proxy, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.proxy = proxy
+        self._tls = context
+
+    def connect(self) -> None:
+        try:
+            sock = socket.create_connection((self.proxy.host, self.proxy.port), self.timeout)
+        except OSError as e:
+            raise ProxyUnreachable(self.proxy, e) from e
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            open_tunnel(sock, self.host, self.port, self.proxy)
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
 
 class ConnectionPool:
-    """Idle keep-alive connections per origin. A connection is owned by one request at a time."""
+    """Idle keep-alive connections per route. A connection is owned by one request at a time."""
 
     def __init__(self, *, connect_timeout: float, ca_bundle: Optional[str], max_idle_per_host: int) -> None:
         self._connect_timeout = connect_timeout
         self._ca_bundle = ca_bundle  # None: the system store, honouring SSL_CERT_FILE
         self._max_idle_per_host = max_idle_per_host
-        self._idle: Dict[Origin, List[http.client.HTTPConnection]] = {}
+        self._idle: Dict[Route, List[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._ssl: Optional[ssl.SSLContext] = None
 
@@ -89,14 +196,18 @@ class ConnectionPool:
                 self._ssl = ssl.create_default_context(cafile=self._ca_bundle)
             return self._ssl
 
-    def acquire(self, origin: Origin) -> Tuple[http.client.HTTPConnection, bool]:
+    def acquire(self, route: Route) -> Tuple[http.client.HTTPConnection, bool]:
         with self._lock:
-            idle = self._idle.get(origin)
+            idle = self._idle.get(route)
             if idle:
                 return idle.pop(), True
-        scheme, host, port = origin
+        proxy, (scheme, host, port) = route
         conn: http.client.HTTPConnection
-        if scheme == "https":
+        if proxy is not None and scheme == "https":
+            conn = _TunnelConnection(host, port, proxy, self._connect_timeout, self._ssl_context())
+        elif proxy is not None:
+            conn = _ForwardProxyConnection(proxy, self._connect_timeout)
+        elif scheme == "https":
             conn = http.client.HTTPSConnection(
                 host, port, timeout=self._connect_timeout, context=self._ssl_context()
             )
@@ -104,18 +215,29 @@ class ConnectionPool:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         return conn, False
 
-    def release(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
+    def release(self, route: Route, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            idle = self._idle.setdefault(origin, [])
+            idle = self._idle.setdefault(route, [])
             if len(idle) < self._max_idle_per_host:
                 idle.append(conn)
                 return
         conn.close()
 
     def idle_counts(self) -> Dict[Origin, int]:
-        """Idle connections per origin (what keep-alive reuse and the idle bound are about)."""
+        """Idle connections per origin, over every route (what keep-alive reuse is about)."""
+        counts: Dict[Origin, int] = {}
+        for (_, origin), n in self.idle_counts_by_route().items():
+            counts[origin] = counts.get(origin, 0) + n
+        return counts
+
+    def idle_counts_by_route(self) -> Dict[Tuple[Optional[str], Origin], int]:
+        """Idle connections per (redacted proxy URL or None, origin)."""
         with self._lock:
-            return {origin: len(conns) for origin, conns in self._idle.items() if conns}
+            return {
+                (proxy.display if proxy else None, origin): len(conns)
+                for (proxy, origin), conns in self._idle.items()
+                if conns
+            }
 
     def close(self) -> None:
         with self._lock:
@@ -129,9 +251,9 @@ class ConnectionPool:
 class Release:
     """Returns a connection to the pool, or closes it, exactly once."""
 
-    def __init__(self, pool: ConnectionPool, origin: Origin, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, pool: ConnectionPool, route: Route, conn: http.client.HTTPConnection) -> None:
         self._pool = pool
-        self._origin = origin
+        self._route = route
         self._conn: Optional[http.client.HTTPConnection] = conn
 
     def __call__(self, reusable: bool) -> None:
@@ -139,7 +261,7 @@ class Release:
         if conn is None:
             return
         if reusable:
-            self._pool.release(self._origin, conn)
+            self._pool.release(self._route, conn)
         else:
             conn.close()
 

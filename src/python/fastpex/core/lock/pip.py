@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from packaging.version import InvalidVersion, Version
 
@@ -225,11 +225,23 @@ def clean_env(pythonpath: Sequence[str]) -> Dict[str, str]:
     }
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PYTHONNOUSERSITE"] = "1"
-    no_proxy = ",".join(filter(None, [env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1", "localhost"]))
-    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    env["NO_PROXY"] = env["no_proxy"] = pip_no_proxy(env)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(pythonpath)
     return env
+
+
+def pip_no_proxy(env: Dict[str, str]) -> str:
+    """The user's `NO_PROXY` and `no_proxy` entries, plus loopback: pip reaches fastpex's
+    metadata proxy (on 127.0.0.1) directly, and every other host as the user configured it
+    (`HTTPS_PROXY`/`HTTP_PROXY` pass through to pip unchanged)."""
+    entries: List[str] = []
+    for value in (env.get("NO_PROXY", ""), env.get("no_proxy", ""), "127.0.0.1,localhost"):
+        for entry in value.split(","):
+            entry = entry.strip()
+            if entry and entry not in entries:
+                entries.append(entry)
+    return ",".join(entries)
 
 
 # The launcher: patch what pip reads about "this machine" to be the target, then run pip.

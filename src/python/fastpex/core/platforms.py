@@ -25,6 +25,10 @@ Grammar (see `ACCEPTED_FORMS`)::
 
 A platform without `-<python>` is accepted by `expand_targets` together with a list of Python
 versions (e.g. derived from interpreter constraints by `python_versions_for_constraints`).
+
+A lock resolves each target at the lowest patch its interpreter constraints admit
+(`admitted_patches`, `at_lowest_admitted_patch`; see docs/lockfile.md): the lock's header admits
+every such patch, so the lock must hold on the oldest of them.
 """
 
 from __future__ import annotations
@@ -45,22 +49,31 @@ __all__ = [
     "DEFAULT_GLIBC",
     "DEFAULT_MACOS",
     "DEFAULT_PYTHON_PATCH",
+    "InterpreterConstraintError",
     "KNOWN_PLATFORMS",
+    "MAX_PATCH",
     "PYTHON_UNIVERSE",
     "PlatformSpec",
     "UnknownPlatformError",
+    "admitted_patches",
+    "at_lowest_admitted_patch",
     "expand_targets",
     "host_target_name",
     "parse_platform",
     "parse_target",
     "python_versions_for_constraints",
     "target_marker",
+    "target_names_patch",
+    "with_python_patch",
 ]
 
 DEFAULT_GLIBC = (2, 28)  # manylinux_2_28: what current ML wheels (torch, ...) are built for; uv's default too
 DEFAULT_MACOS = {"arm64": (13, 0), "x86_64": (13, 0)}  # 13.0 accepts every 10.x-12.x wheel too
-# The patch release a target's `python_full_version` gets unless the string names one: recent
-# releases, so `python_full_version >= "3.x.y"` bug-fix guards hold as on an up-to-date image.
+# The patch release `parse_target` gives a target's `python_full_version` unless the string names
+# one: recent releases, as on an up-to-date image. A lock does not resolve at these: it resolves
+# at the lowest patch its interpreter constraints admit (`at_lowest_admitted_patch`), since its
+# header admits that patch too; bug-fix guards such as `foo; python_full_version < "3.11.4"`
+# then pull `foo` into the lock, and the marker, kept in the lock, leaves it out on 3.11.4+.
 DEFAULT_PYTHON_PATCH = {
     (3, 8): 20,
     (3, 9): 25,
@@ -72,6 +85,8 @@ DEFAULT_PYTHON_PATCH = {
 }
 # The CPython minor versions interpreter constraints are expanded over.
 PYTHON_UNIVERSE = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+# The patches of a minor version that interpreter constraints are checked over: 0..MAX_PATCH.
+MAX_PATCH = 30
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,10 @@ ACCEPTED_FORMS = (
 
 _PYTHON_RE = re.compile(r"^cp(?:(?P<nodot>3)(?P<nodot_minor>\d{1,2})|(?P<major>3)\.(?P<minor>\d{1,2})(?:\.(?P<patch>\d{1,3}))?)(?P<t>t?)$")
 _OPTION_RE = re.compile(r"^(?P<kind>glibc|musl|macos|macosx)?(?P<major>\d+)\.(?P<minor>\d+)$")
+
+
+class InterpreterConstraintError(UserError, ValueError):
+    """An interpreter constraint that is malformed or names an interpreter other than CPython."""
 
 
 class UnknownPlatformError(UserError, ValueError):
@@ -326,11 +345,56 @@ def _constraint_specifier(constraint: str) -> SpecifierSet:
     assert match is not None
     impl, rest = match.group(1), match.group(2)
     if impl and impl.lower() not in ("cpython", "python"):
-        raise ValueError(f"interpreter constraint `{constraint}`: only CPython targets are supported")
+        raise InterpreterConstraintError(f"interpreter constraint `{constraint}`: only CPython targets are supported")
     try:
         return SpecifierSet(rest)
     except InvalidSpecifier as e:
-        raise ValueError(f"interpreter constraint `{constraint}` is invalid: {e}") from e
+        raise InterpreterConstraintError(f"interpreter constraint `{constraint}` is invalid: {e}") from e
+
+
+def admitted_patches(python_version: str, constraints: Sequence[str]) -> List[int]:
+    """The patches 0..MAX_PATCH of CPython `python_version` (`3.11`) that any of the (OR'ed)
+    interpreter constraints admits, `!=` exclusions honoured; every one with no constraints
+    (the lock header then says `CPython==3.11.*`)."""
+    specs = [_constraint_specifier(c) for c in constraints]
+    return [
+        patch
+        for patch in range(MAX_PATCH + 1)
+        if not specs or any(s.contains(Version(f"{python_version}.{patch}"), prereleases=True) for s in specs)
+    ]
+
+
+_NAMED_PATCH_RE = re.compile(r"-cp3\.\d{1,2}\.\d{1,3}t?(?:@|$)")
+
+
+def target_names_patch(target: Target) -> bool:
+    """Did the target string name its patch (`linux_x86_64-cp3.11.9`)? Canonical names keep it."""
+    return bool(_NAMED_PATCH_RE.search(target.name))
+
+
+def with_python_patch(target: Target, patch: int) -> Target:
+    """`target` with `python_full_version` (and `implementation_version`) at `X.Y.<patch>`."""
+    full = f"{target.python_version}.{patch}"
+    env = dict(target.marker_environment)
+    env["python_full_version"] = full
+    env["implementation_version"] = full
+    return Target(
+        name=target.name,
+        platform=target.platform,
+        python_version=target.python_version,
+        marker_environment=env,
+        supported_tags=target.supported_tags,
+    )
+
+
+def at_lowest_admitted_patch(target: Target, constraints: Sequence[str]) -> Target:
+    """The target a lock resolves for: at the lowest patch of its minor that the interpreter
+    constraints admit (0 without constraints, or when none of its patches is admitted), unless
+    its string named a patch, which it keeps."""
+    if target_names_patch(target):
+        return target
+    patches = admitted_patches(target.python_version, constraints)
+    return with_python_patch(target, patches[0] if patches else 0)
 
 
 def expand_targets(specs: Sequence[str], python_versions: Sequence[str] = ()) -> List[Target]:

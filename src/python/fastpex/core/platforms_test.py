@@ -13,12 +13,18 @@ import pytest
 from packaging.markers import Marker, default_environment
 from packaging.tags import sys_tags
 
+from fastpex.core.errors import UserError
 from fastpex.core.platforms import (
+    MAX_PATCH,
+    InterpreterConstraintError,
     UnknownPlatformError,
+    admitted_patches,
+    at_lowest_admitted_patch,
     expand_targets,
     parse_target,
     python_versions_for_constraints,
     target_marker,
+    target_names_patch,
 )
 
 PYENV = Path("/root/.pyenv/versions")
@@ -196,3 +202,36 @@ def test_an_unsupported_python_is_called_unsupported_and_the_range_is_listed(pyt
     message = str(e.value)
     assert f"`{python}` is not a supported CPython version; fastpex supports CPython 3.8 to 3.14: cp38 to cp314" in message
     assert "like cp311" not in message
+
+
+def test_admitted_patches_honour_bounds_and_exclusions():
+    assert admitted_patches("3.11", []) == list(range(MAX_PATCH + 1))
+    assert admitted_patches("3.11", ["CPython==3.11.*"]) == list(range(31))
+    assert admitted_patches("3.11", ["CPython>=3.11.4,<3.13"]) == list(range(4, 31))
+    assert admitted_patches("3.12", ["CPython>=3.11.4,<3.13"]) == list(range(31))
+    assert admitted_patches("3.11", [">=3.11,!=3.11.0,!=3.11.5,<3.12"]) == [p for p in range(1, 31) if p != 5]
+    assert admitted_patches("3.11", ["==3.12.*", "==3.11.9"]) == [9]  # OR'ed
+    assert admitted_patches("3.10", ["CPython>=3.11"]) == []
+    with pytest.raises(InterpreterConstraintError) as e:
+        admitted_patches("3.11", ["PyPy>=3.9"])
+    assert isinstance(e.value, UserError) and "PyPy>=3.9" in str(e.value)
+
+
+def test_a_lock_resolves_a_target_at_its_lowest_admitted_patch():
+    def full(spec, constraints):
+        target = at_lowest_admitted_patch(parse_target(spec), constraints)
+        assert target.marker_environment["implementation_version"] == target.marker_environment["python_full_version"]
+        assert target.name == parse_target(spec).name and target.supported_tags == parse_target(spec).supported_tags
+        return target.marker_environment["python_full_version"]
+
+    assert full("linux_x86_64-cp311", []) == "3.11.0"
+    assert full("linux_x86_64-cp311", ["CPython==3.11.*"]) == "3.11.0"
+    assert full("linux_x86_64-cp311", ["CPython>=3.11.4,<3.13"]) == "3.11.4"
+    assert full("macosx_arm64-cp312@macos14.0", ["CPython>=3.11.4,<3.13"]) == "3.12.0"
+    assert full("linux_x86_64-cp311", [">=3.11,!=3.11.0"]) == "3.11.1"
+    # A named patch is kept, whatever the constraints.
+    assert full("linux_x86_64-cp3.11.9", ["CPython==3.11.*"]) == "3.11.9"
+    assert full("linux_x86_64-cp3.13.2t", []) == "3.13.2"
+    assert target_names_patch(parse_target("linux_x86_64-cp3.11.9@glibc2.34"))
+    assert not target_names_patch(parse_target("linux_x86_64-cp3.11@glibc2.34"))
+    assert not target_names_patch(parse_target("linux_x86_64-cp313t"))

@@ -10,6 +10,7 @@ it was.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fastpex.core.lock.pip import ensure_pip
 from fastpex.core.lock.proxy import Route
+from fastpex.core.lock.python_range import check_lock, lock_targets
 from fastpex.core.lock.replay import LockReplay
 from fastpex.core.lock.resolve import resolve, validate_requirements
 from fastpex.core.lock.runner import ResolveOptions
@@ -91,6 +93,9 @@ def without_header(text: str) -> str:
 def lock(request: LockRequest) -> LockResult:
     """Lock `request.requirements` for every target and write the outputs (see the module)."""
     validate_requirements(request.requirements)
+    # Each target resolves at the lowest patch the header admits (`python_range`).
+    constraints = _admitted_constraints(request)
+    request = dataclasses.replace(request, targets=lock_targets(request.targets, constraints))
     existing: Optional[Lock] = load_lock(request.existing_lock) if request.existing_lock else None
     options = request.options
     pip = ensure_pip(
@@ -146,6 +151,7 @@ def lock(request: LockRequest) -> LockResult:
             reporter=logger.info,
         )
         pages = source.upstream_page_digests()
+    check_lock(result.lock, constraints)  # before anything is rendered or written
     headered = dumps_lock(result.lock, request.header or PantsHeader())
     lock_text = headered if request.header is not None else without_header(headered)
     pylock_text = pylock_toml(result.lock) if request.pylock_output else None
@@ -163,6 +169,14 @@ def lock(request: LockRequest) -> LockResult:
         request.output,
     )
     return LockResult(lock_text, pylock_text, result.lock, notes=result.notes, pip_runs=result.pip_runs, seconds=result.seconds)
+
+
+def _admitted_constraints(request: LockRequest) -> Tuple[str, ...]:
+    """The interpreter constraints the lock must hold for: the header's (what Pants checks)."""
+    header = request.header
+    if header is not None and header.interpreter_constraints is not None:
+        return tuple(header.interpreter_constraints)
+    return tuple(request.interpreter_constraints)
 
 
 def _iso(when: datetime) -> str:

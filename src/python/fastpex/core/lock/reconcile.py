@@ -8,6 +8,7 @@ frees them, the ones pip names first.
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import Dict, List, Mapping, Sequence, Set, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -23,20 +24,58 @@ from fastpex.core.util.versions import version_sort_key
 __all__ = ["divergences", "first_pass", "reconcile"]
 
 
-def _raise_for(run: PipRun, runner: Runner, constraints: Mapping[str, str]) -> None:
+def _error_for(run: PipRun, runner: Runner, constraints: Mapping[str, str]) -> ResolveError:
     hints = []
     for project in run.missing:
         runner.source.check_reachable(project, run.target)
-        hint = _no_fit_hint(runner, project, run.target)
+        hint = _no_such_project_hint(runner, project, run.target) or _no_fit_hint(runner, project, run.target)
         if hint:
             hints.append(hint)
     pinned = f" (with {len(constraints)} pins from the existing lock or other targets)" if constraints else ""
-    raise ResolveError(
+    return ResolveError(
         f"Could not resolve the requirements for target `{run.target.name}`{pinned}. "
         + (" ".join(hints) + " " if hints else "")
         + f"pip says:\n{run.output}",
         target=run.target.name,
         pip_output=run.output,
+    )
+
+
+def _raise_failures(targets: Sequence[Target], failed: Mapping[str, ResolveError]) -> None:
+    """Raise what failed: one target's error as it is, several as one error with a paragraph
+    per target (in target order), each with its own pip output."""
+    if not failed:
+        return
+    errors = [failed[t.name] for t in targets if t.name in failed]
+    if len(errors) == 1:
+        raise errors[0]
+    names = ", ".join(f"`{e.target}`" for e in errors)
+    paragraphs = []
+    for e in errors:
+        head, _, rest = str(e).partition("\n")
+        paragraphs.append(head + ("\n" + textwrap.indent(rest.strip("\n"), "    ") if rest.strip() else ""))
+    raise ResolveError(
+        f"Could not resolve the requirements for {len(errors)} of the {len(targets)} targets ({names}); "
+        f"each is explained below\n" + "\n\n".join(paragraphs),
+        target=errors[0].target,
+        pip_output="\n\n".join(e.pip_output for e in errors),
+    )
+
+
+def _no_such_project_hint(runner: Runner, project: str, target: Target) -> str:
+    """"versions: none" because no index has the project at all (a 404, an empty page)."""
+    try:
+        asked = runner.source.sources_without(project, target)
+    except Exception:  # noqa: BLE001 - a hint only
+        return ""
+    if asked is None:
+        return ""
+    where = ", ".join(f"`{url}`" for url in asked) or "no index"
+    return (
+        f"No index has a project `{project}`: {where} {'has' if len(asked) == 1 else 'have'} no files of it "
+        f"(a 404 or an empty page). Check the spelling of `{project}` and of the requirement that "
+        f"pulls it in, or pass the index that has it (`--index`; `--route '{project}=NAME'` to take "
+        f"it from one index only)."
     )
 
 
@@ -82,16 +121,24 @@ def first_pass(
     usually take what older ones chose, and alignment would pin them there anyway; doing it up
     front saves the re-resolves (ml-core on 6 targets: 6 pip runs instead of 9), and a pinned
     pip run resolves faster. A follower whose pinned run fails resolves freely; `_reconcile`
-    then aligns what still differs (across platforms, or where a pin could not hold)."""
+    then aligns what still differs (across platforms, or where a pin could not hold).
+    Every target that cannot resolve is reported, together, in target order (a follower of a
+    failed leader resolves freely to find out)."""
+    failed: Dict[str, ResolveError] = {}
     if not runner.options.reconcile:
-        return _resolve_each(runner, targets, base_pins, notes)
+        results = _resolve_each(runner, targets, base_pins, notes, failed)
+        _raise_failures(targets, failed)
+        return results
     leader_of = _platform_leaders(targets)
     leaders = [t for t in targets if leader_of[t.name] is t]
-    results = _resolve_each(runner, leaders, base_pins, notes)
+    results = _resolve_each(runner, leaders, base_pins, notes, failed)
     followers = [t for t in targets if leader_of[t.name] is not t]
     jobs = []
+    unpinned = [t for t in followers if leader_of[t.name].name in failed]
     for target in followers:
         lead = leader_of[target.name]
+        if lead.name in failed:
+            continue
         pins = {
             item.name: item.version
             for item in results[lead.name].items
@@ -99,14 +146,14 @@ def first_pass(
         }
         pins.update(base_pins[target.name])
         jobs.append((target, pins))
-    unpinned = []
     for run in runner.run_many(jobs):
         if run.ok and run.report is not None:
             results[run.target.name] = run.report
             notes.append(f"{run.target.name}: resolved with the versions {leader_of[run.target.name].name} chose, where they fit")
         else:
             unpinned.append(run.target)
-    results.update(_resolve_each(runner, unpinned, base_pins, notes))
+    results.update(_resolve_each(runner, unpinned, base_pins, notes, failed))
+    _raise_failures(targets, failed)
     return {t.name: results[t.name] for t in targets}
 
 
@@ -129,9 +176,11 @@ def _resolve_each(
     targets: Sequence[Target],
     base_pins: Mapping[str, Mapping[str, str]],
     notes: List[str],
+    failed: Dict[str, ResolveError],
 ) -> Dict[str, TargetReport]:
     """One pip run per target with its base pins; a minimal re-lock whose old pins no longer
-    resolve frees the pins pip names, then all of them."""
+    resolve frees the pins pip names, then all of them. The targets that still fail go into
+    `failed` (their error), not into the result."""
     runs = runner.run_many([(t, base_pins[t.name]) for t in targets])
     results: Dict[str, TargetReport] = {}
     retry: List[Tuple[PipRun, Mapping[str, str]]] = []
@@ -142,7 +191,7 @@ def _resolve_each(
         elif base_pins[run.target.name]:
             retry.append((run, base_pins[run.target.name]))
         else:
-            _raise_for(run, runner, {})
+            failed[run.target.name] = _error_for(run, runner, {})
     # Minimal re-lock fallback: first free the pins pip names in its explanation, then all.
     for run, pins in retry:
         target = run.target
@@ -162,8 +211,8 @@ def _resolve_each(
                 )
                 break
         else:
-            _raise_for(again, runner, {})
-    return {t.name: results[t.name] for t in targets}
+            failed[target.name] = _error_for(again, runner, {})
+    return {t.name: results[t.name] for t in targets if t.name in results}
 
 
 def divergences(results: Mapping[str, TargetReport]) -> Dict[str, Dict[str, str]]:

@@ -63,6 +63,10 @@ class PackageSource(Protocol):
     def check_reachable(self, project: str, target: Target) -> None:
         """Raise `IndexUnreachableResolveError` if `target`'s indexes cannot serve `project`."""
 
+    def sources_without(self, project: str, target: Target) -> Optional[Tuple[str, ...]]:
+        """When no index (nor find-links directory) has `project` for `target` at all (a 404,
+        an empty page): the ones asked, credential-free. None when one has the project."""
+
     def cache_token(self) -> Optional[str]:
         """What varies between runs in pip's command line and means nothing (the proxy's URL);
         None when pip's runs can't be reused (nothing records the pages pip reads)."""
@@ -154,6 +158,17 @@ class DirectSource:
                 f"Resolving for target `{target.name}` failed: {e}", target=target.name
             ) from e
 
+    def sources_without(self, project: str, target: Target) -> Optional[Tuple[str, ...]]:
+        key = canonicalize_name(project)
+        client = IndexClient(self._http)
+        for index in self.indexes:
+            page = client.project_page(index, key)
+            if page is not None and page.files:
+                return None
+        if any(find_links_files(_local_path(link), key) for link in self.find_links):
+            return None
+        return self.index_urls()
+
     # Nothing records the pages pip reads straight from an index: no run is reused.
     def cache_token(self) -> Optional[str]:
         return None
@@ -232,6 +247,13 @@ class ProxySource:
 
     def upstream_page_digests(self) -> Dict[str, Dict[str, str]]:
         return self.proxy.upstream_page_digests()
+
+    def sources_without(self, project: str, target: Target) -> Optional[Tuple[str, ...]]:
+        name = proxy_target_name(target.name)
+        if self.proxy.files_for(project, name) or self.proxy.page_files(name, project) is not None:
+            return None
+        asked = self.proxy.indexes_for(name, project)
+        return tuple(strip_credentials(spec.url) for spec in asked) + tuple(str(d) for d in self.proxy.config.find_links)
 
     def check_reachable(self, project: str, target: Target) -> None:
         try:

@@ -54,6 +54,10 @@ def test_relative_paths_work_for_every_subcommand(
     assert all(Path(e["path"]).is_absolute() for e in manifest)
 
     wheels = sorted(p.name for p in (work / "wheels").iterdir())
+    for no_proxy in ((), ("--no-proxy",)):
+        assert lock_cli.main(["--resolve", "app", "--requirement", "greet", "--find-links", "wheels", "--target", target,
+                              "--output", "out/local.lock", "--cache-dir", "cache", "--quiet", *no_proxy]) == 0, capsys.readouterr().err
+        assert f"file://{work}/wheels/greet-1.0-py3-none-any.whl" in (work / "out" / "local.lock").read_text()
     assert pack_cli.main([*(a for w in wheels for a in ("--wheel", f"wheels/{w}")), "--sources", "src",
                           "--cache-dir", "pack-cache", "--output", "out/packed.pex"]) == 0, capsys.readouterr().err
     assert pack_cli.main(["--wheels-manifest", "out/wheels.json", "--sources", "src",

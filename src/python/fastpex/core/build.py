@@ -4,16 +4,23 @@
 The PEX holds exactly what the requested requirements need on the requested targets (all of the
 lock's requirements when none are given); nothing is written to the output unless the build
 succeeds.
+
+A distribution with no wheel for a target comes from its sdist when the lock was made with
+sdists allowed: the sdist is built into a wheel once (`pack.sdist`), with the build
+requirements the lock pinned for that target (fetched and verified like any artifact) and the
+target's interpreter (`pythons`, else `pythonX.Y` on PATH). The built wheel then serves every
+target whose tags it has, and goes through the same layer checks as any other wheel.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -22,12 +29,22 @@ from fastpex.core.fetch import FetchRequest, downloader, fetch, selection
 from fastpex.core.fetch.progress import Reporter
 from fastpex.core.lockfile.codec import load_lock
 from fastpex.core.lockfile.subset import subset_lock
-from fastpex.core.model import Target
+from fastpex.core.model import Artifact, BuildSystem, FetchedArtifact, Lock, Target
 from fastpex.core.pack.api import PackRequest, pack
 from fastpex.core.pack.assemble import PexBuildResult
 from fastpex.core.pack.layers import WheelInput
 from fastpex.core.pack.options import PexOptions, Sources
+from fastpex.core.pack.sdist import (
+    BuiltWheel,
+    Interpreter,
+    SdistBuildError,
+    SdistBuildRequest,
+    build_wheel_from_sdist,
+    inspect_interpreter,
+    wheel_tags,
+)
 from fastpex.core.platforms import UnknownPlatformError, parse_target
+from fastpex.core.store import ArtifactStore
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "build"]
 
@@ -57,6 +74,7 @@ class BuildRequest:
     indexes: Tuple[str, ...] = ()
     layer_jobs: Optional[int] = None
     progress: Optional[Reporter] = None
+    pythons: Tuple[str, ...] = ()  # interpreters that build sdists (by major.minor); default: PATH
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class BuildResult:
     pex: PexBuildResult
     targets: Tuple[Target, ...]
     wheels: Tuple[WheelInput, ...]
+    built: Tuple[BuiltWheel, ...] = ()  # wheels made from sdists (`built` False: from the cache)
 
     @property
     def outputs(self) -> Tuple[str, ...]:
@@ -85,7 +104,7 @@ def build(request: BuildRequest) -> BuildResult:
     target_names = [canonical_target_name(t) for t in request.targets] or [lock.resolves[0].target.name]
     targets = selection.targets_for(lock, target_names)
     check_interpreter_constraints(targets, options.interpreter_constraints)
-    fetched = fetch(
+    fetch_result = fetch(
         FetchRequest(
             lock=lock,
             targets=tuple(t.name for t in targets),
@@ -95,22 +114,171 @@ def build(request: BuildRequest) -> BuildResult:
             indexes=tuple(request.indexes),
             progress=request.progress,
         )
-    ).fetched
-    wheels = tuple(
-        WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename) for f in fetched
     )
+    fetched = fetch_result.fetched
+    built = _build_sdists(lock, fetch_result.selection, fetched, request)
+    wheels: List[WheelInput] = []
+    for f in fetched:
+        if f.artifact.is_wheel:
+            wheels.append(WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename))
+        for b in built.get(f.artifact.sha256, ()):
+            if all(w.sha256 != b.wheel.sha256 for w in wheels):
+                wheels.append(b.wheel)
     if options.entry_point and options.part != "deps":
         check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
     result = pack(
         PackRequest(
-            wheels=wheels,
+            wheels=tuple(wheels),
             output=request.output,
             options=dataclasses.replace(options, requirements=tuple(sorted(lock.requirements))),
             cache_root=request.cache_root,
             layer_jobs=request.layer_jobs,
         )
     )
-    return BuildResult(pex=result, targets=tuple(targets), wheels=wheels)
+    return BuildResult(
+        pex=result,
+        targets=tuple(targets),
+        wheels=tuple(wheels),
+        built=tuple(b for bs in built.values() for b in bs),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# sdists -> wheels
+
+
+def _build_sdists(
+    lock: Lock, selection: "selection.Selection", fetched: Sequence[FetchedArtifact], request: BuildRequest
+) -> Dict[str, List[BuiltWheel]]:
+    """Build every chosen sdist once per interpreter; sdist sha256 -> the wheels built from it.
+
+    A pure-Python wheel serves every target; a platform-specific one only the targets whose
+    tags it has: any other target that chose the sdist is an error."""
+    paths = {f.artifact.sha256: f.path for f in fetched}
+    interpreters = _Interpreters(request.pythons)
+    store = ArtifactStore(request.cache_root)
+    out: Dict[str, List[BuiltWheel]] = {}
+    memo: Dict[Tuple[str, str, Tuple[str, ...]], BuiltWheel] = {}
+    for target_selection in selection.targets:
+        target = target_selection.target
+        for dist in target_selection.distributions:
+            sdist = dist.artifact
+            if sdist.is_wheel:
+                continue
+            project = f"{dist.name}=={dist.version}"
+            if not lock.allow_sdists:
+                raise BuildError(
+                    f"`{project}` has no wheel for target `{target.name}`, and the lock was made with "
+                    f"wheels only (`--only-binary`), so fastpex does not build its sdist `{sdist.filename}`. "
+                    f"Regenerate the lock with `--allow-sdists` (`[fastpex].allow_sdists = true`)"
+                )
+            system = lock.build_system_for(dist.name, dist.version)
+            if system is None:
+                raise BuildError(
+                    f"The lock records no build requirements for the sdist `{sdist.filename}` of `{project}` "
+                    f"(target `{target.name}`). Regenerate the lock with this fastpex (`lock --allow-sdists`)"
+                )
+            interpreter = interpreters.for_version(target.python_version, sdist.filename, target.name)
+            backend = _fetch_build_wheels(system, target, project, store, request)
+            key = (sdist.sha256, interpreter.path, tuple(sorted(w.sha256 for w in backend)))
+            if key not in memo:
+                memo[key] = build_wheel_from_sdist(
+                    SdistBuildRequest(
+                        sdist=WheelInput(path=paths[sdist.sha256], sha256=sdist.sha256, filename=sdist.filename),
+                        project=project,
+                        build_wheels=backend,
+                        interpreter=interpreter,
+                        cache_root=Path(request.cache_root) if request.cache_root else None,
+                    )
+                )
+            wheel = memo[key]
+            _check_serves(wheel, target, sdist.filename, project, interpreter)
+            if wheel not in out.setdefault(sdist.sha256, []):
+                out[sdist.sha256].append(wheel)
+    return out
+
+
+def _check_serves(wheel: BuiltWheel, target: Target, sdist: str, project: str, interpreter: Interpreter) -> None:
+    tags = wheel_tags(wheel.wheel.wheel_filename)
+    if any(t in set(target.supported_tags) for t in tags):
+        return
+    raise SdistBuildError(
+        f"The sdist `{sdist}` of `{project}` builds a platform-specific wheel, "
+        f"`{wheel.wheel.wheel_filename}` (tags {', '.join(tags)}), with Python {interpreter.version} on "
+        f"{interpreter.platform}, and target `{target.name}` ({target.platform}) supports none of its "
+        f"tags: a wheel built here cannot run there. Build the PEX on a {target.platform} host, drop the "
+        f"target, or lock a version of `{project.split('==')[0]}` that publishes a wheel for it"
+    )
+
+
+def _fetch_build_wheels(
+    system: BuildSystem, target: Target, project: str, store: ArtifactStore, request: BuildRequest
+) -> Tuple[WheelInput, ...]:
+    """The build requirements the lock pinned for `target`, one wheel each, in the store."""
+    if not system.requires:
+        return ()
+    pins = system.pins_for(target.name)
+    if pins is None:
+        raise BuildError(
+            f"The lock records no build requirements of `{project}` for target `{target.name}`. Regenerate the lock"
+        )
+    dists = {d.key: d for d in system.distributions}
+    rank = {tag: i for i, tag in enumerate(target.supported_tags)}
+    chosen: List[Artifact] = []
+    for pin in pins:
+        dist = dists.get(pin)
+        candidates = []
+        for a in dist.artifacts if dist is not None else ():
+            ranks = [rank[t] for t in wheel_tags(a.filename) if t in rank]
+            if ranks:
+                candidates.append((min(ranks), a.filename, a))
+        if not candidates:
+            raise BuildError(
+                f"The lock has no wheel of `{pin[0]}=={pin[1]}`, a build requirement of `{project}`, for "
+                f"target `{target.name}`. Regenerate the lock"
+            )
+        chosen.append(min(candidates, key=lambda c: c[:2])[2])
+    got = downloader.fetch(
+        chosen,
+        store,
+        jobs=request.fetch_jobs,
+        configured_indexes=tuple(request.indexes),
+        offline=request.offline,
+        progress=request.progress,
+    )
+    return tuple(WheelInput(path=f.path, sha256=f.artifact.sha256, filename=f.artifact.filename) for f in got)
+
+
+class _Interpreters:
+    """The interpreter that builds for each Python version: an explicit one, else `pythonX.Y`."""
+
+    def __init__(self, explicit: Sequence[str]) -> None:
+        self._explicit = tuple(explicit)
+        self._inspected: Optional[List[Interpreter]] = None
+        self._by_version: Dict[str, Interpreter] = {}
+
+    def for_version(self, version: str, sdist: str, target: str) -> Interpreter:
+        if version in self._by_version:
+            return self._by_version[version]
+        if self._inspected is None:
+            self._inspected = [inspect_interpreter(os.path.abspath(p) if os.sep in p else p) for p in self._explicit]
+        found = next((i for i in self._inspected if i.python_version == version), None)
+        if found is None and not self._explicit:
+            path = shutil.which(f"python{version}")
+            if path is not None:
+                candidate = inspect_interpreter(path)
+                found = candidate if candidate.python_version == version else None
+        if found is None:
+            given = ", ".join(f"`{i.path}` (Python {i.version})" for i in self._inspected) or "none"
+            raise BuildError(
+                f"Building the sdist `{sdist}` for target `{target}` needs a Python {version} interpreter, "
+                f"and there is none: the interpreters given are {given}"
+                + ("" if self._explicit else f", and `python{version}` is not on PATH")
+                + ". Pass one with `--python PATH` (in Pants: `[fastpex]` finds it from the interpreter "
+                "constraints)"
+            )
+        self._by_version[version] = found
+        return found
 
 
 def canonical_target_name(spec: str) -> str:

@@ -86,6 +86,28 @@ class TargetResolve:
 
 
 @dataclass(frozen=True)
+class BuildSystem:
+    """The PEP 517 build requirements some sdists of the lock share, pinned.
+
+    `requires` is the sdists' `[build-system].requires` (PEP 518's default when they declare
+    none); `sdists` the (name, version) of the distributions built with it; `distributions`
+    the wheels-only resolve of `requires` (every wheel of each pinned version, with sha256);
+    `pins` per lock target name, the (name, version)s of that resolve for the target.
+    """
+
+    requires: Tuple[str, ...]
+    sdists: Tuple[Tuple[str, str], ...]
+    distributions: Tuple[LockedDistribution, ...] = ()
+    pins: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()
+
+    def pins_for(self, target_name: str) -> Optional[Tuple[Tuple[str, str], ...]]:
+        for name, pins in self.pins:
+            if name == target_name:
+                return pins
+        return None
+
+
+@dataclass(frozen=True)
 class Lock:
     """A multi-target lock: the requirements, and per target exactly what pip chose."""
 
@@ -96,6 +118,15 @@ class Lock:
     resolves: Tuple[TargetResolve, ...]
     indexes: Tuple[str, ...] = ()  # credential-free index URLs the lock was made from
     upload_cutoff: Optional[str] = None  # ISO 8601 UTC; files uploaded later were not considered
+    allow_sdists: bool = False  # made with `--allow-sdists`: a build may turn its sdists into wheels
+    build_systems: Tuple[BuildSystem, ...] = ()  # what building each sdist-only distribution needs
+
+    def build_system_for(self, name: str, version: str) -> Optional[BuildSystem]:
+        key = (canonicalize_name(name), version)
+        for system in self.build_systems:
+            if key in system.sdists:
+                return system
+        return None
 
     def distribution(self, name: str, version: str) -> LockedDistribution:
         key = (canonicalize_name(name), version)

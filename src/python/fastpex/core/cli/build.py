@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="Use only the artifact store; fail if anything is missing.")
     parser.add_argument("--index", action="append", default=[], metavar="URL",
                         help="Index URLs whose credentials apply to artifact downloads.")
+    parser.add_argument("--python", action="append", default=[], metavar="PATH",
+                        help="A Python interpreter that builds the lock's sdists for targets of its "
+                             "major.minor version; repeatable. Default: `pythonX.Y` on PATH.")
     add_pex_options(parser)
     return parser
 
@@ -64,6 +67,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         offline=options.offline,
         indexes=tuple(options.index),
         layer_jobs=options.layer_jobs,
+        pythons=tuple(options.python),
         progress=default_reporter(sys.stderr),
     )
     for output in build(request).outputs:

@@ -45,7 +45,7 @@ class FetchRequest:
     timeout: float = DEFAULT_TIMEOUT
     offline: bool = False
     indexes: Tuple[str, ...] = field(default=(), repr=False)
-    allow_sdists: bool = False
+    allow_sdists: Optional[bool] = None  # None: as the lock was made (`Lock.allow_sdists`)
     verify: bool = False  # rehash what the store has first; corrupt entries are fetched again
     dest: Optional[Path] = None
     manifest: Optional[Path] = None

@@ -94,15 +94,24 @@ class NoCompatibleArtifactError(SelectionError):
         self.target = target.name
         self.available = tuple(a.filename for a in dist.artifacts)
         listed = ", ".join(f"`{f}`" for f in self.available) or "none"
-        what = "a wheel or sdist" if allow_sdists else "a wheel"
-        hint = (
-            "Add the target's platform to the lock's platforms and regenerate it, or check "
-            "that the target's interpreter and platform are what you meant"
-        )
-        if not allow_sdists and any(not a.is_wheel for a in dist.artifacts):
-            hint += " (the lock has an sdist for it, but building sdists is not supported here)"
+        has_sdist = any(_is_sdist(a) for a in dist.artifacts)
+        what = "no wheel or sdist" if allow_sdists else "no wheel"
+        if has_sdist and not allow_sdists:
+            hint = (
+                "The lock has an sdist for it, but the lock was made with wheels only "
+                "(`--only-binary`), so fastpex will not build it. Regenerate the lock with "
+                "`--allow-sdists` (`[fastpex].allow_sdists = true`) to build it from source"
+            )
+        elif reason:
+            hint = "Check that the target's interpreter and platform are what you meant"
+        else:
+            hint = (
+                "No wheel's tags are among the target's supported tags. Check that the target's "
+                "interpreter and platform are what you meant, or lock a version that publishes "
+                "a wheel for it"
+            )
         super().__init__(
-            f"The lock has no {what} of `{dist.name}=={dist.version}` that is compatible "
+            f"The lock has {what} of `{dist.name}=={dist.version}` that is compatible "
             f"with target `{target.name}` ({target.platform}, Python {target.python_version})"
             f"{': ' + reason if reason else ''}. The lock has these artifacts for it: {listed}. "
             f"{hint}"
@@ -164,9 +173,14 @@ def targets_for(lock: Lock, names: Iterable[str]) -> Tuple[Target, ...]:
 
 
 def select_artifacts(
-    lock: Lock, targets: Sequence[Target], *, allow_sdists: bool = False
+    lock: Lock, targets: Sequence[Target], *, allow_sdists: Optional[bool] = None
 ) -> Selection:
-    """Choose the artifacts each target needs; the union is deduped by sha256 and sorted."""
+    """Choose the artifacts each target needs; the union is deduped by sha256 and sorted.
+
+    An sdist is chosen only for a distribution with no wheel for the target, and only when
+    `allow_sdists` (default: whether the lock was made with sdists allowed)."""
+    if allow_sdists is None:
+        allow_sdists = lock.allow_sdists
     selections = tuple(_select_for_target(lock, t, allow_sdists) for t in targets)
     union: Dict[str, Artifact] = {}
     for selection in selections:

@@ -15,11 +15,12 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from fastpex.core.lock.build_requirements import record_build_systems
 from fastpex.core.lock.pip import ensure_pip
 from fastpex.core.lock.proxy import Route
 from fastpex.core.lock.python_range import check_lock, lock_targets
@@ -150,6 +151,12 @@ def lock(request: LockRequest) -> LockResult:
             upload_cutoff=_iso(cutoff) if cutoff else None,
             reporter=logger.info,
         )
+        if not options.only_binary:  # the lock records that sdists were allowed, and what building them needs
+            result = replace(result, lock=record_build_systems(
+                result.lock, source, request.targets, index_urls=[expand_env(u) for _, u in request.indexes],
+                options=resolve_options, interpreter_constraints=request.interpreter_constraints,
+                upload_cutoff=_iso(cutoff) if cutoff else None, reporter=logger.info,
+            ))
         pages = source.upstream_page_digests()
     check_lock(result.lock, constraints)  # before anything is rendered or written
     headered = dumps_lock(result.lock, request.header or PantsHeader())

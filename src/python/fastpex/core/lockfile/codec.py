@@ -24,7 +24,10 @@ Format (JSON, `indent=2`, sorted keys, trailing newline), preceded by Pants' `//
 - `"fastpex"` (ignored by pex and Pants): lock format version, targets with their marker
   environments and PEP 425 tags (runs of one interpreter+ABI written as PEP 425 compressed tag
   sets, order kept), each target's packages with active extras and dependency edges,
-  credential-free indexes, the upload cut-off.
+  credential-free indexes, the upload cut-off, whether sdists were allowed (`allow_sdists`,
+  also pex's `allow_builds`), and `build_systems`: for the sdist-only distributions, their
+  PEP 517 build requirements and the wheels pinned for them per target (`sdist.py` of pack
+  builds with exactly those).
 
 `export_pylock_toml` writes the same lock as PEP 751 `pylock.toml` (by hand: no TOML writer).
 """
@@ -44,6 +47,7 @@ from fastpex.core.errors import UserError
 from fastpex.versions import PEX_PIP_VERSION, PEX_VERSION
 from fastpex.core.model import (
     Artifact,
+    BuildSystem,
     Lock,
     LockedDistribution,
     ResolvedPackage,
@@ -128,7 +132,18 @@ def canonical_lock(lock: Lock) -> Lock:
         )
         for r in lock.resolves
     )
-    return replace(lock, distributions=dists, resolves=resolves)
+    systems = tuple(
+        replace(
+            b,
+            distributions=tuple(
+                replace(d, artifacts=tuple(sorted(d.artifacts, key=_artifact_order)))
+                for d in sorted(b.distributions, key=lambda d: d.key)
+            ),
+            pins=tuple(sorted(b.pins)),
+        )
+        for b in lock.build_systems
+    )
+    return replace(lock, distributions=dists, resolves=resolves, build_systems=systems)
 
 
 def _artifact_json(a: Artifact) -> Dict[str, Any]:
@@ -243,7 +258,7 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
             }
         )
     return {
-        "allow_builds": True,
+        "allow_builds": lock.allow_sdists,
         "allow_prereleases": any(_is_prerelease(d.version) for d in lock.distributions),
         "allow_wheels": True,
         "build_isolation": True,
@@ -251,6 +266,8 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
         "elide_unused_requires_dist": False,
         "excluded": [],
         "fastpex": {
+            "allow_sdists": lock.allow_sdists,
+            "build_systems": [_build_system_json(b) for b in lock.build_systems],
             "format_version": FORMAT_VERSION,
             "indexes": list(lock.indexes),
             "interpreter_constraints": list(lock.requires_python),
@@ -276,6 +293,31 @@ def _lock_json(lock: Lock) -> Dict[str, Any]:
         "use_pep517": None,
         "use_system_time": False,
     }
+
+
+def _build_system_json(system: BuildSystem) -> Dict[str, Any]:
+    return {
+        "distributions": [_locked_requirement(d) for d in sorted(system.distributions, key=lambda d: d.key)],
+        "pins": {target: [f"{n}=={v}" for n, v in pins] for target, pins in system.pins},
+        "requires": list(system.requires),
+        "sdists": [f"{n}=={v}" for n, v in system.sdists],
+    }
+
+
+def _pin(text: str) -> Tuple[str, str]:
+    name, _, version = text.partition("==")
+    if not version:
+        raise ValueError(f"`{text}` is not a name==version pin")
+    return (canonicalize_name(name), version)
+
+
+def _build_system_from(data: Mapping[str, Any]) -> BuildSystem:
+    return BuildSystem(
+        requires=tuple(data["requires"]),
+        sdists=tuple(_pin(p) for p in data["sdists"]),
+        distributions=tuple(_distribution_from(d) for d in data.get("distributions") or ()),
+        pins=tuple((target, tuple(_pin(p) for p in pins)) for target, pins in sorted(data.get("pins", {}).items())),
+    )
 
 
 def _is_prerelease(version: str) -> bool:
@@ -338,25 +380,7 @@ def _lock_from(data: Mapping[str, Any], section: Mapping[str, Any]) -> Lock:
     dists: Dict[Tuple[str, str], LockedDistribution] = {}
     for locked_resolve in data["locked_resolves"]:
         for req in locked_resolve["locked_requirements"]:
-            artifacts = tuple(
-                Artifact(
-                    url=a["url"],
-                    filename=a.get("filename") or _filename_from_url(a["url"]),
-                    sha256=_sha256_of(a),
-                    size=a.get("size"),
-                    upload_time=a.get("upload_time"),
-                    requires_python=a.get("requires_python"),
-                )
-                for a in req["artifacts"]
-            )
-            artifacts = tuple(sorted(artifacts, key=_artifact_order))
-            dist = LockedDistribution(
-                name=req["project_name"],
-                version=req["version"],
-                requires_python=req.get("requires_python"),
-                requires_dist=tuple(req.get("requires_dists") or ()),
-                artifacts=artifacts,
-            )
+            dist = _distribution_from(req)
             dists.setdefault(dist.key, dist)
     resolves = []
     for t in section["targets"]:
@@ -385,6 +409,29 @@ def _lock_from(data: Mapping[str, Any], section: Mapping[str, Any]) -> Lock:
         resolves=tuple(resolves),
         indexes=tuple(section.get("indexes") or ()),
         upload_cutoff=section.get("upload_cutoff"),
+        allow_sdists=bool(section.get("allow_sdists", False)),
+        build_systems=tuple(_build_system_from(b) for b in section.get("build_systems") or ()),
+    )
+
+
+def _distribution_from(req: Mapping[str, Any]) -> LockedDistribution:
+    artifacts = tuple(
+        Artifact(
+            url=a["url"],
+            filename=a.get("filename") or _filename_from_url(a["url"]),
+            sha256=_sha256_of(a),
+            size=a.get("size"),
+            upload_time=a.get("upload_time"),
+            requires_python=a.get("requires_python"),
+        )
+        for a in req["artifacts"]
+    )
+    return LockedDistribution(
+        name=req["project_name"],
+        version=req["version"],
+        requires_python=req.get("requires_python"),
+        requires_dist=tuple(req.get("requires_dists") or ()),
+        artifacts=tuple(sorted(artifacts, key=_artifact_order)),
     )
 
 

@@ -25,16 +25,8 @@ from fastpex.core.lockfile import (
 )
 from fastpex.core.model import Artifact, Lock, LockedDistribution, ResolvedPackage, TargetResolve
 from fastpex.core.platforms import parse_target
+from fastpex.testing.pants_venv import pants_python
 
-
-
-def pants_python() -> Path:
-    """The Python of the Pants 2.17.1 venv that this repository's `./pants` launcher bootstraps
-    (CI runs `./pants` before the tests, so it exists wherever the tests run)."""
-    root = Path(os.environ.get("FASTPEX_BOOTSTRAP_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastpex-bootstrap")
-    venvs = sorted(root.glob("*/pants-2.17.1/.fastpex-bootstrap-complete"))
-    assert venvs, f"no Pants 2.17.1 venv under {root}: run ./pants once first"
-    return venvs[-1].parent / "bin" / "python"
 LINUX = parse_target("linux_x86_64-cp311")
 MAC = parse_target("macosx_arm64-cp311")
 LINUX312 = parse_target("linux_x86_64-cp312")

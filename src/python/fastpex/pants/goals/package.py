@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
@@ -28,6 +28,8 @@ from pants.backend.python.target_types import (
     ResolvedPexEntryPoint,
     ResolvePexEntryPointRequest,
 )
+from pants.backend.python.util_rules.interpreter_constraints import InterpreterConstraints
+from pants.backend.python.util_rules.pex_environment import PythonExecutable
 from pants.backend.python.util_rules.pex_requirements import PexRequirements
 from pants.backend.python.util_rules.python_sources import (
     PythonSourceFilesRequest,
@@ -81,6 +83,9 @@ class FastpexBuildInputs:
     requirements: Tuple[str, ...]
     lock: Digest  # the resolve's lockfile under `LOCK_DIR`
     lock_and_sources: Digest  # that, plus the stripped first-party sources under `SOURCES_DIR`
+    # With `[fastpex].allow_sdists`: the local interpreter that builds the lock's sdists (the
+    # core cannot discover one inside the sandbox).
+    python: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -129,15 +134,25 @@ class FastpexBinaryFieldSet(PackageFieldSet):
             )
         return resolve
 
+    def constraints(self, python_setup: PythonSetup) -> Tuple[str, ...]:
+        """The target's interpreter constraints, else its resolve's, else the global ones."""
+        resolve = self.resolve.normalized_value(python_setup)
+        return tuple(
+            self.interpreter_constraints.value
+            or python_setup.resolves_to_interpreter_constraints.get(resolve, python_setup.interpreter_constraints)
+        )
+
     def dependencies_argv(
-        self, fastpex: FastpexSubsystem, python_setup: PythonSetup, requirements: Iterable[str]
+        self,
+        fastpex: FastpexSubsystem,
+        python_setup: PythonSetup,
+        requirements: Iterable[str],
+        python: Optional[str] = None,
     ) -> Tuple[str, ...]:
         """The `fastpex build` arguments the dependencies depend on: the lock and its subset, the
-        targets, the layout."""
+        targets, the layout, the interpreter that builds sdists."""
         resolve = self.resolve.normalized_value(python_setup)
-        constraints = self.interpreter_constraints.value or python_setup.resolves_to_interpreter_constraints.get(
-            resolve, python_setup.interpreter_constraints
-        )
+        constraints = self.constraints(python_setup)
         compression = self.compression_level.value
         argv = [
             "build",
@@ -164,6 +179,8 @@ class FastpexBinaryFieldSet(PackageFieldSet):
             argv.append("--include-tools")
         if fastpex.offline:
             argv.append("--offline")
+        if python is not None:
+            argv.extend(["--python", python])
         return tuple(argv)
 
     def application_argv(self, entry_point: ResolvedPexEntryPoint) -> Tuple[str, ...]:
@@ -194,7 +211,7 @@ class FastpexBinaryFieldSet(PackageFieldSet):
         """One process for a zipapp. A directory layout is two whose outputs never overlap: the
         dependencies (the same after a source change, so Pants' process cache replays them
         without capturing gigabytes again) and the application part."""
-        deps = self.dependencies_argv(fastpex, python_setup, inputs.requirements)
+        deps = self.dependencies_argv(fastpex, python_setup, inputs.requirements, inputs.python)
         app = self.application_argv(inputs.entry_point)
         output, layout = self.output_file(), self.layout_name()
         if layout == "zipapp":
@@ -224,7 +241,7 @@ class FastpexBinaryFieldSet(PackageFieldSet):
 
 @rule(desc="Collect the inputs of a fastpex build", level=LogLevel.DEBUG)
 async def collect_fastpex_build_inputs(
-    field_set: FastpexBinaryFieldSet, python_setup: PythonSetup
+    field_set: FastpexBinaryFieldSet, python_setup: PythonSetup, fastpex: FastpexSubsystem
 ) -> FastpexBuildInputs:
     resolve = field_set.resolve.normalized_value(python_setup)
     lockfile = python_setup.resolves[resolve]
@@ -258,7 +275,13 @@ async def collect_fastpex_build_inputs(
         for tgt in transitive.closure
         if tgt.has_field(PythonRequirementsField)
     )
-    return FastpexBuildInputs(entry_point, tuple(sorted(requirements)), lock_in, lock_and_sources)
+    python: Optional[str] = None
+    if fastpex.allow_sdists:
+        executable = await Get(
+            PythonExecutable, InterpreterConstraints, InterpreterConstraints(field_set.constraints(python_setup))
+        )
+        python = executable.path
+    return FastpexBuildInputs(entry_point, tuple(sorted(requirements)), lock_in, lock_and_sources, python)
 
 
 @rule(desc="Package a fastpex_binary", level=LogLevel.DEBUG)

@@ -216,6 +216,18 @@ def test_each_option(rule_runner: RuleRunner, options: List[str], deps_args: Dic
     expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"]), deps_args)
 
 
+def test_the_interpreter_that_builds_sdists_is_passed_in(rule_runner: RuleRunner) -> None:
+    fastpex, python_setup = configure(rule_runner, "--fastpex-allow-sdists")
+    fs = field_set(rule_runner, 'fastpex_binary(name="t", entry_point="app.main", resolve="examples")')
+    assert fs.constraints(python_setup) == ("CPython==3.11.*",)
+    python = "/usr/bin/python3.11"
+    expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"], python), {"--python": python})
+    expect_args(fs.dependencies_argv(fastpex, python_setup, ["a"]), {"--python": None})
+    inputs = FastpexBuildInputs(entry("app.main"), ("a",), LOCK_ONLY, LOCK_AND_SOURCES, python)
+    (only,) = fs.build_processes(inputs, fastpex, python_setup)
+    assert only.argv[only.argv.index("--python") + 1] == python
+
+
 def test_field_overrides_option(rule_runner: RuleRunner) -> None:
     fastpex, python_setup = configure(rule_runner, "--fastpex-compression-level=1")
     fs = field_set(

@@ -117,8 +117,10 @@ class FastpexSubsystem(PythonToolBase):
         default=False,
         help=softwrap(
             """
-            Let the lock choose source distributions when no wheel fits a target. fastpex packs
-            wheels only, so this is off by default.
+            Let the lock choose source distributions when no wheel fits a target. The lock then
+            records their build requirements, pinned, and `package` builds each sdist into a wheel
+            once, with a local interpreter that matches the target's interpreter constraints.
+            Off by default: builds run code from the sdist.
             """
         ),
     )

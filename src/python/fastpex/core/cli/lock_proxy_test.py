@@ -113,3 +113,25 @@ def test_lock_with_an_unreachable_proxy_fails_clearly(index: IndexServer, tmp_pa
     assert f"could not reach the proxy `http://bob:***@127.0.0.1:{port}` (from `HTTP_PROXY`)" in proc.stderr
     assert "hunter2" not in proc.stderr + proc.stdout
     assert not index.requests  # no silent direct connection
+
+
+def test_fetch_goes_through_the_proxy_and_honours_no_proxy(index: IndexServer, tmp_path: Path) -> None:
+    """`fetch`'s downloads (in its worker processes) take the same proxy as the lock's pages."""
+    assert _lock(index, tmp_path, _env()).returncode == 0
+    lock = tmp_path / "python-default.lock"
+
+    def fetch(cache: str, **proxy_env: str) -> str:
+        cmd = [sys.executable, "-m", "fastpex", "fetch", "--lock", str(lock), "--target", "linux_x86_64-cp311",
+               "--cache-dir", str(tmp_path / cache)]  # fmt: skip
+        proc = subprocess.run(cmd, env=_env(**proxy_env), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    with Tinyproxy(tmp_path / "proxy") as proxy:
+        fetch("through", HTTP_PROXY=proxy.url)
+        through = proxy.requests()
+        wheels = [r for r in through if r.startswith("GET ") and ".whl HTTP/1.1" in r]
+        assert len(wheels) == 2, through  # app and dep, each downloaded through the proxy
+        direct = fetch("direct", HTTP_PROXY=proxy.url, NO_PROXY=HOST)
+        assert proxy.requests() == through  # NO_PROXY: nothing more reached the proxy
+    assert "2/2 artifacts" in direct and "2 downloaded" in direct, direct

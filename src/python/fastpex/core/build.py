@@ -43,7 +43,7 @@ from fastpex.core.pack.sdist import (
     inspect_interpreter,
     wheel_tags,
 )
-from fastpex.core.platforms import UnknownPlatformError, parse_target
+from fastpex.core.platforms import MAX_PATCH, UnknownPlatformError, parse_target, target_names_patch
 from fastpex.core.store import ArtifactStore
 
 __all__ = ["BuildError", "BuildRequest", "BuildResult", "build"]
@@ -306,7 +306,15 @@ def check_interpreter_constraints(targets: Sequence[Target], constraints: Sequen
             raise BuildError(f"The interpreter constraint `{raw}` is malformed: {e}")
     for target in targets:
         version = target.marker_environment.get("python_full_version", target.python_version)
-        if not any(impl == "CPython" and version in spec for impl, spec in parsed):
+        # A lock resolves a target at the lowest patch its own constraints admit and holds for
+        # every admitted patch; unless the target names its patch, any patch of its minor that
+        # these constraints admit will do.
+        versions = (
+            [version]
+            if target_names_patch(target)
+            else [f"{target.python_version}.{patch}" for patch in range(MAX_PATCH + 1)]
+        )
+        if not any(impl == "CPython" and any(v in spec for v in versions) for impl, spec in parsed):
             raise BuildError(
                 f"The target `{target.name}` (CPython {version}) does not satisfy the interpreter "
                 f"constraints {' OR '.join(constraints)}. Build for a target whose Python matches, "

@@ -95,6 +95,16 @@ def test_builds_a_runnable_pex_with_only_what_the_requirement_needs(tmp_path: Pa
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(out.read_bytes()).digest()
 
 
+def test_constraints_narrower_than_the_locks_patch_still_build(tmp_path: Path, locked) -> None:
+    """The lock resolved cp311 at 3.11.0 (the lowest patch it admits) and holds for every 3.11
+    patch, so a PEX for `>=3.11.3` only builds from it; a named patch is checked as named."""
+    _, lockfile, cache = locked
+    out = tmp_path / "app.pex"
+    assert _build(lockfile, cache, out, _sources(tmp_path), "--target", "linux_x86_64-cp311", "--requirement", "greet",
+                  "--entry-point", "app.main:main", "--interpreter-constraint", "CPython>=3.11.3,<3.12") == 0
+    assert out.is_file()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

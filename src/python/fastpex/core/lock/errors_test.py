@@ -10,7 +10,7 @@ import pytest
 
 from fastpex.core.cli import lock as lock_cli
 from fastpex.testing.index_server import IndexServer
-from fastpex.testing.wheels import WheelFactory
+from fastpex.testing.wheels import WheelFactory, build_sdist_with_inline_backend
 
 TARGETS = ("linux_x86_64-cp311", "macosx_arm64-cp311", "linux_x86_64-cp312")
 
@@ -18,6 +18,10 @@ TARGETS = ("linux_x86_64-cp311", "macosx_arm64-cp311", "linux_x86_64-cp312")
 def build_catalog(f: WheelFactory) -> None:
     f.wheel("app", "1.0", requires_dist=["reqeusts"])  # a typo: the index has no such project
     f.wheel("native", "1.0", tag="cp311-cp311-macosx_11_0_arm64")  # has files, none for linux
+    # Two levels below the root, a project published only as an sdist.
+    f.wheel("deepapp", "1.0", requires_dist=["middle"])
+    f.wheel("middle", "1.0", requires_dist=["sdonly>=1"])
+    build_sdist_with_inline_backend(f.dist_dir, "sdonly", "1.0")
 
 
 def _lock(catalog: IndexServer, tmp_path: Path, requirement: str, *extra: str, targets=TARGETS) -> List[str]:
@@ -80,3 +84,13 @@ def test_every_failing_target_is_reported_in_target_order_and_the_lock_is_untouc
         "fastpex lock: error: Could not resolve the requirements for target `linux_x86_64-cp311`."
     )
     assert lockfile.read_text() == "the lock of yesterday\n"
+
+
+def test_a_deep_sdist_only_dependency_names_its_chain_and_the_option_that_allows_it(
+    catalog: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lock_cli.main(_lock(catalog, tmp_path, "deepapp", targets=TARGETS[:1])) == 2
+    err = capsys.readouterr().err
+    assert "`sdonly` (required through `deepapp` -> `middle` -> `sdonly`) is published only as an sdist" in err, err
+    assert "`--allow-sdists`" in err and "[fastpex].allow_sdists = true" in err
+    assert not (tmp_path / "r.lock").exists()

@@ -28,7 +28,9 @@ def _error_for(run: PipRun, runner: Runner, constraints: Mapping[str, str]) -> R
     hints = []
     for project in run.missing:
         runner.source.check_reachable(project, run.target)
-        hint = _no_such_project_hint(runner, project, run.target) or _no_fit_hint(runner, project, run.target)
+        hint = _no_such_project_hint(runner, project, run.target) or _no_fit_hint(
+            runner, project, run.target, run.chain_to(project)
+        )
         if hint:
             hints.append(hint)
     pinned = f" (with {len(constraints)} pins from the existing lock or other targets)" if constraints else ""
@@ -79,8 +81,9 @@ def _no_such_project_hint(runner: Runner, project: str, target: Target) -> str:
     )
 
 
-def _no_fit_hint(runner: Runner, project: str, target: Target) -> str:
-    """Why pip saw "versions: none" although the index has the project (tags, Python, sdists)."""
+def _no_fit_hint(runner: Runner, project: str, target: Target, chain: Sequence[str] = ()) -> str:
+    """Why pip saw "versions: none" although the index has the project (tags, Python, sdists),
+    and, for a dependency, the chain of requirements that pulled it in."""
     try:
         files = [f for f in runner.source.project_files(project, target) if file_version(f.filename)]
     except Exception:  # noqa: BLE001 - a hint only
@@ -96,10 +99,17 @@ def _no_fit_hint(runner: Runner, project: str, target: Target) -> str:
                 platforms.update(t.platform for t in parse_wheel_filename(f.filename)[3])
             except (InvalidWheelFilename, InvalidVersion):
                 continue
+    pulled = f" (required through {' -> '.join(f'`{n}`' for n in chain)})" if len(chain) > 1 else ""
+    if not platforms and runner.options.only_binary and any(not f.filename.endswith(".whl") for f in latest):
+        return (
+            f"`{project}`{pulled} is published only as an sdist: its newest version, {newest}, has no "
+            f"wheel, and this lock takes wheels only. Allow sdists to lock it and build it from source "
+            f"(`--allow-sdists`; in Pants, `[fastpex].allow_sdists = true`)."
+        )
     python = sorted({f.requires_python for f in latest if f.requires_python})
     shown = ", ".join(sorted(platforms)[:8]) + (" ..." if len(platforms) > 8 else "")
     return (
-        f"The index has {len(files)} files of `{project}` but none fits `{target.name}` "
+        f"The index has {len(files)} files of `{project}`{pulled} but none fits `{target.name}` "
         f"({target.platform}, Python {target.marker_environment.get('python_full_version', target.python_version)}): "
         f"its newest version, {newest}, has "
         + (f"wheels for {shown}" if platforms else "no wheels")

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -123,9 +123,35 @@ class PipRun:
     report: Optional[TargetReport]
     output: str  # redacted excerpt when failed
     missing: Tuple[str, ...] = ()  # projects pip found no versions of at all
+    # project -> the project whose requirement made pip collect it (from pip's "Collecting X
+    # (from Y)" lines), so an error can name the chain from a root to a missing project
+    collected_from: Mapping[str, str] = field(default_factory=dict)
+
+    def chain_to(self, project: str) -> Tuple[str, ...]:
+        """(root, ..., project) as pip collected it; just (project,) for a root or when unknown."""
+        chain = [project]
+        while chain[-1] in self.collected_from and self.collected_from[chain[-1]] not in chain:
+            chain.append(self.collected_from[chain[-1]])
+        return tuple(reversed(chain))
 
 
 _NO_VERSIONS_RE = re.compile(r"requirement (\S+?)(?:\[[^\]]*\])?(?:[<>=!~;@ ].*)? \(from versions: none\)")
+_COLLECTING_RE = re.compile(r"^\s*Collecting ([A-Za-z0-9][A-Za-z0-9._-]*)[^(]*\(from ([A-Za-z0-9][A-Za-z0-9._-]*)", re.M)
+
+
+_UNSATISFIED_FROM_RE = re.compile(
+    r"satisfies the requirement ([A-Za-z0-9][A-Za-z0-9._-]*)[^(\n]*\(from ([A-Za-z0-9][A-Za-z0-9._-]*)\)"
+)
+
+
+def collected_from(output: str) -> Dict[str, str]:
+    """pip's "Collecting X (from Y)" lines, and its "no version satisfies X (from Y)" error, as
+    X -> Y (canonical names, first parent wins)."""
+    parents: Dict[str, str] = {}
+    for regex in (_COLLECTING_RE, _UNSATISFIED_FROM_RE):
+        for m in regex.finditer(output):
+            parents.setdefault(canonicalize_name(m.group(1)), canonicalize_name(m.group(2)))
+    return parents
 
 
 
@@ -288,7 +314,7 @@ class Runner:
                 missing = tuple(
                     sorted({canonicalize_name(m.group(1)) for m in _NO_VERSIONS_RE.finditer(output)})
                 )
-                return PipRun(target, False, None, excerpt(output), missing)
+                return PipRun(target, False, None, excerpt(output), missing, collected_from(output))
             try:
                 data = json.loads((workdir / "report.json").read_text())
             except (OSError, ValueError) as e:

@@ -90,7 +90,7 @@ def _no_fit_hint(runner: Runner, project: str, target: Target, chain: Sequence[s
         return ""
     if not files:
         return ""
-    newest = max({file_version(f.filename) or "" for f in files}, key=version_sort_key)
+    newest, pre_note = _newest_takeable({file_version(f.filename) or "" for f in files}, runner.options.prereleases)
     latest = [f for f in files if file_version(f.filename) == newest]
     platforms: Set[str] = set()
     for f in latest:
@@ -102,7 +102,7 @@ def _no_fit_hint(runner: Runner, project: str, target: Target, chain: Sequence[s
     pulled = f" (required through {' -> '.join(f'`{n}`' for n in chain)})" if len(chain) > 1 else ""
     if not platforms and runner.options.only_binary and any(not f.filename.endswith(".whl") for f in latest):
         return (
-            f"`{project}`{pulled} is published only as an sdist: its newest version, {newest}, has no "
+            f"`{project}`{pulled} is published only as an sdist: its newest version, {newest}{pre_note}, has no "
             f"wheel, and this lock takes wheels only. Allow sdists to lock it and build it from source "
             f"(`--allow-sdists`; in Pants, `[fastpex].allow_sdists = true`)."
         )
@@ -111,12 +111,29 @@ def _no_fit_hint(runner: Runner, project: str, target: Target, chain: Sequence[s
     return (
         f"The index has {len(files)} files of `{project}`{pulled} but none fits `{target.name}` "
         f"({target.platform}, Python {target.marker_environment.get('python_full_version', target.python_version)}): "
-        f"its newest version, {newest}, has "
+        f"its newest version, {newest}{pre_note}, has "
         + (f"wheels for {shown}" if platforms else "no wheels")
         + (f" and requires Python {python[0]}" if python else "")
         + ". If the target can run those, widen it (e.g. `@macos14.0`, `@glibc2.34`)"
         + (", or allow sdists (`--allow-sdists`)." if runner.options.only_binary else ".")
     )
+
+
+def _is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return False
+
+
+def _newest_takeable(versions: Set[str], prereleases: bool) -> Tuple[str, str]:
+    """The newest version pip could have taken, and a note for the hint: without `--pre` pip
+    skips pre-releases (and dev releases) unless a project has nothing else, so name the newest
+    final release; only when there is none, the newest pre-release, said to be one."""
+    finals = {v for v in versions if prereleases or not _is_prerelease(v)}
+    if finals:
+        return max(finals, key=version_sort_key), ""
+    return max(versions, key=version_sort_key), " (a pre-release: the project has no final release)"
 
 
 def first_pass(

@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+from fastpex.testing.pythons import cpython
+
 BUILDGRID_VERSION = "0.4.4"
 _VENV_FORMAT = "1"
-_DEFAULT_PYTHONS = ("/root/.pyenv/versions/3.11.7/bin/python3.11", "python3.11", "python3.12")
+_DEFAULT_PYTHONS = ("python3.11", "python3.12")
 
 
 class BuildGridUnavailable(Exception):
@@ -43,7 +45,11 @@ def _venv_dir() -> Path:
 
 
 def _python() -> str:
-    candidates = [os.environ.get("FASTPEX_BUILDGRID_PYTHON"), *_DEFAULT_PYTHONS]
+    try:
+        project_python: Optional[str] = str(cpython("3.11"))
+    except AssertionError:
+        project_python = None
+    candidates = [os.environ.get("FASTPEX_BUILDGRID_PYTHON"), project_python, *_DEFAULT_PYTHONS]
     for candidate in candidates:
         if not candidate:
             continue

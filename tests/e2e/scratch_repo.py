@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from fastpex.testing.pythons import cpython
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import build_wheel
 
 REPO_ROOT = Path(os.environ.get("FASTPEX_REPO_ROOT", Path(__file__).resolve().parents[2]))
 LAUNCHER = REPO_ROOT / "pants"
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 
 APP = "src/app:app"  # zipapp: greet -> colorize
 APP_PACKED = "src/app:app-packed"  # the same app as a packed directory
@@ -35,13 +35,10 @@ TOOL_OUT = "src.tool/tool.pex"
 
 
 def python311() -> str:
-    for candidate in (os.environ.get("FASTPEX_TEST_PYTHON311"), PY311):
-        if candidate and Path(candidate).exists():
-            return candidate
-    found = shutil.which("python3.11")
-    if found:
-        return found
-    raise AssertionError("no CPython 3.11 to run the built PEX with")
+    configured = os.environ.get("FASTPEX_TEST_PYTHON311")
+    if configured and Path(configured).exists():
+        return configured
+    return str(cpython("3.11"))
 
 
 def build_dists(dists: Path) -> None:

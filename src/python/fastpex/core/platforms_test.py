@@ -13,6 +13,7 @@ import pytest
 from packaging.markers import Marker, default_environment
 from packaging.tags import sys_tags
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.errors import UserError
 from fastpex.core.platforms import (
     MAX_PATCH,
@@ -27,8 +28,7 @@ from fastpex.core.platforms import (
     target_names_patch,
 )
 
-PYENV = Path("/root/.pyenv/versions")
-INTERPRETERS = ["3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"]
+INTERPRETERS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 # Runs on each interpreter. packaging 26.x needs Python >= 3.10; on 3.9 the probe computes
 # `default_environment()` with a verbatim copy of packaging's stdlib-only code and skips tags.
 _PROBE = """
@@ -95,19 +95,18 @@ def test_host_interpreter_matches():
     _assert_ordered_subset([str(t) for t in sys_tags()], target.supported_tags)
 
 
-@pytest.mark.parametrize("version", INTERPRETERS)
-def test_real_interpreters_match(version, packaging_path):
-    python = PYENV / version / "bin" / f"python{version.rsplit('.', 1)[0]}"
-    if not python.exists():
-        pytest.skip(f"{python} is not installed")
+@pytest.mark.parametrize("minor", INTERPRETERS)
+def test_real_interpreters_match(minor, packaging_path):
+    python = cpython(minor)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(packaging_path)
     out = subprocess.run(
         [str(python), "-S", "-c", _PROBE], env=env, capture_output=True, text=True, check=True
     ).stdout
     probe = json.loads(out)
+    version = probe["env"]["python_full_version"]
     target = parse_target(f"linux_x86_64-cp{version}@glibc{probe['glibc']}")
-    assert target.python_version == version.rsplit(".", 1)[0]
+    assert target.python_version == minor
     _compare_env(target.marker_environment, probe["env"])
     if probe["tags"] is None:
         assert version.startswith("3.9")  # packaging 26 cannot run there; env checked above

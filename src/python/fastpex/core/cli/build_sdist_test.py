@@ -17,6 +17,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.build import BuildRequest, build
 from fastpex.core.cli import build as build_cli
 from fastpex.core.cli import fetch as fetch_cli
@@ -27,7 +28,6 @@ from fastpex.core.pack.sdist import SdistBuildError
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 LINUX = "linux_x86_64-cp311"
 MAC = "macosx_arm64-cp311"
 
@@ -48,7 +48,7 @@ setup(name="natsrc", version="1.0", packages=["natsrc"], distclass=BinaryDistrib
 
 
 def _python() -> str:
-    return PY311 if os.path.exists(PY311) else sys.executable
+    return str(cpython("3.11"))
 
 
 def _replace_member(sdist: Path, member: str, data: bytes) -> None:

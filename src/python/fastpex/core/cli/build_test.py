@@ -5,24 +5,23 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.cli import build as build_cli
 
 from fastpex.core.cli import lock as lock_cli
 from fastpex.testing.index_server import IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel
 
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 TARGETS = ("linux_x86_64-cp311", "macosx_arm64-cp311")
 
 
 def _python() -> str:
-    return PY311 if os.path.exists(PY311) else sys.executable
+    return str(cpython("3.11"))
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from typing import List
 
 import pytest
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.cli.lock import main, parse_route, read_requirements_file
 from fastpex.core.lockfile import load_lock, strip_header
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 
 PEX = Path(sys.executable).parent / "pex"
-PY312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
 
 
 def build_catalog(f: WheelFactory) -> None:
@@ -103,9 +103,9 @@ def test_divergent_lock_serves_each_interpreter(catalog, cache_dir, tmp_path):
     }
     pex = build_pex(out, tmp_path / "split311.pex", ["split"])
     assert run_pex(pex, "import split; print(split.V)") == "1"
-    if PY312.exists():
-        pex = build_pex(out, tmp_path / "split312.pex", ["split"], python=str(PY312))
-        assert run_pex(pex, "import split; print(split.V)", python=str(PY312)) == "2"
+    py312 = str(cpython("3.12"))
+    pex = build_pex(out, tmp_path / "split312.pex", ["split"], python=py312)
+    assert run_pex(pex, "import split; print(split.V)", python=py312) == "2"
 
 
 @pytest.mark.parametrize(

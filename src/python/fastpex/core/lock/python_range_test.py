@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import pytest
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.cli import build as build_cli
 from fastpex.core.errors import UserError
 from fastpex.core.lock.api import LockRequest, lock
@@ -21,7 +21,6 @@ from fastpex.core.platforms import parse_target
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import WheelFactory
 
-PY311 = "/root/.pyenv/versions/3.11.7/bin/python3.11"
 
 
 def build_catalog(f: WheelFactory) -> None:
@@ -141,7 +140,7 @@ def test_a_bug_fix_guard_is_locked_for_the_patches_that_need_it(catalog: IndexSe
 
     # The PEX built from the wide lock carries `backport`, and on an interpreter past the guard
     # (3.11.7 here) the marker leaves it inactive.
-    python = PY311 if os.path.exists(PY311) else sys.executable
+    python = str(cpython("3.11"))
     version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
     out = tmp_path / "app.pex"

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
 import shutil
 import stat
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from fastpex.testing.pythons import cpython
 from fastpex.core.pack import fragment
 from fastpex.core.pack.assembler import ZipAssembler, fragment_to_zip, requires_zip64
 from fastpex.core.pack.errors import DuplicateEntryError, FragmentError
 from fastpex.core.pack.fragment import SourceEntry, read_fragment_index, write_fragment
 
-PY313 = "/root/.pyenv/versions/3.13.0/bin/python3.13"
-PY312 = "/root/.pyenv/versions/3.12.1/bin/python3.12"
 
 
 def _unzip_t(path: Path) -> None:
@@ -243,11 +241,9 @@ def test_zip64_many_entries(tmp_path: Path) -> None:
         assert z.testzip() is None
     _unzip_t(out)
     # zipimport reads ZIP64 from Python 3.13 on; before that it cannot (hence Zip64RequiredError).
-    if os.path.exists(PY313):
-        result = subprocess.run([PY313, str(out)], capture_output=True, text=True)
-        assert result.stdout == "zip64 ok\n", result.stderr
-    if os.path.exists(PY312):
-        assert subprocess.run([PY312, str(out)], capture_output=True).returncode != 0
+    result = subprocess.run([str(cpython("3.13")), str(out)], capture_output=True, text=True)
+    assert result.stdout == "zip64 ok\n", result.stderr
+    assert subprocess.run([str(cpython("3.12")), str(out)], capture_output=True).returncode != 0
 
 
 def test_no_zip64_records_when_not_needed(tmp_path: Path) -> None:

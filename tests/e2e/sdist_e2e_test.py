@@ -5,9 +5,6 @@ builds it (setuptools, served only as a wheel by the loopback index) into a PEX 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +12,7 @@ import pytest
 
 from e2e.scratch_repo import Caches, pants, pants_toml, run_pex, write_files
 from fastpex.testing.index_server import IndexServer
-from fastpex.testing.wheels import WheelFactory
+from fastpex.testing.wheels import WheelFactory, download_build_backend
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexServer]:
     dists = tmp_path_factory.mktemp("dists")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--isolated", "--only-binary", ":all:", "--dest", str(dists),
-         "setuptools", "wheel"],
-        check=True, capture_output=True, env=dict(os.environ, PIP_CONFIG_FILE=os.devnull),
-    )
+    download_build_backend(dists)
     factory = WheelFactory(dists)
     factory.wheel("greet", "1.0", requires_dist=["deepsrc"],
                   files={"greet/__init__.py": b"from deepsrc import VALUE\n\ndef hello(n):\n    return VALUE + ' ' + n\n"})

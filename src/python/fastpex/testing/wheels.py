@@ -435,3 +435,16 @@ class WheelFactory:
         paths = build_wheels(self.dist_dir, specs)
         self.built.extend(paths)
         return paths
+
+
+def download_build_backend(dest: Path, projects: Sequence[str] = ("setuptools", "wheel")) -> None:
+    """A real PEP 517 backend's wheels from PyPI into `dest`, for a test index to serve (so sdist
+    builds use setuptools as users get it, not an inline stand-in); no user pip configuration."""
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--isolated", "--only-binary", ":all:", "--dest", str(dest), *projects],
+        check=True, capture_output=True, env=dict(os.environ, PIP_CONFIG_FILE=os.devnull),
+    )

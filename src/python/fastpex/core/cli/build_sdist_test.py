@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Iterator, Tuple
@@ -26,7 +25,7 @@ from fastpex.core.lockfile.codec import dumps_lock, load_lock
 from fastpex.core.pack.options import PexOptions
 from fastpex.core.pack.sdist import SdistBuildError
 from fastpex.testing.index_server import IndexServer
-from fastpex.testing.wheels import WheelFactory
+from fastpex.testing.wheels import WheelFactory, download_build_backend
 
 LINUX = "linux_x86_64-cp311"
 MAC = "macosx_arm64-cp311"
@@ -72,11 +71,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[IndexServe
     dists = root / "dists"
     dists.mkdir()
     # The real build backend, served only as wheels (setuptools, wheel, packaging).
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--isolated", "--only-binary", ":all:", "--dest", str(dists),
-         "setuptools", "wheel"],
-        check=True, capture_output=True, env=dict(os.environ, PIP_CONFIG_FILE=os.devnull),
-    )
+    download_build_backend(dists)
     factory = WheelFactory(dists)
     factory.wheel("sdapp", "1.0", requires_dist=["middle"],
                   files={"sdapp/__init__.py": b"from middle import where\n"})

@@ -253,7 +253,8 @@ def _clean_env(scratch: Path) -> Dict[str, str]:
     return env
 
 
-def _umask() -> None:
+def _child_umask() -> None:
+    """Run in the build subprocess before exec: files it writes get 0644/0755, whatever ours is."""
     os.umask(0o022)
 
 
@@ -261,7 +262,7 @@ def _run(argv: List[str], env: Dict[str, str], cwd: Path, request: SdistBuildReq
     try:
         proc = subprocess.run(
             argv, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-            preexec_fn=_umask if os.name == "posix" else None,
+            preexec_fn=_child_umask if os.name == "posix" else None,
         )
     except (OSError, subprocess.SubprocessError) as e:
         raise SdistBuildError(

@@ -32,10 +32,13 @@ ALLOWED: Dict[str, FrozenSet[str]] = {
     "lock": _BASE | {"platforms", "store", "net", "lockfile"},
     "fetch": _BASE | {"platforms", "store", "net", "lockfile"},
     "pack": _BASE | {"platforms", "store", "lockfile"},
-    # Room for container images (their own issue): layers from the lock, never the resolver.
+    # Container images: installed-wheel layers, OCI layouts, the registry client; never the resolver.
     "image": _BASE | {"platforms", "store", "net", "lockfile", "pack"},
     "build": _BASE | {"platforms", "store", "net", "lockfile", "fetch", "pack"},
-    "cli": _BASE | {"platforms", "store", "net", "lockfile", "lock", "fetch", "pack", "image", "build"},
+    # lock file -> fetched wheels (build's preparation) -> image: the image stage's orchestration.
+    "image_build": _BASE | {"platforms", "store", "net", "lockfile", "fetch", "pack", "image", "build"},
+    "cli": _BASE
+    | {"platforms", "store", "net", "lockfile", "lock", "fetch", "pack", "image", "build", "image_build"},
 }
 # Outside the core: what each part of the fastpex package may import of fastpex.
 OUTSIDE: Dict[str, Tuple[str, ...]] = {

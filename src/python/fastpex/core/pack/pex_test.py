@@ -376,6 +376,46 @@ def test_zip64_zipapp_needs_python_3_13(env, tmp_path: Path) -> None:
         assert len(zf.infolist()) > 66000
 
 
+def test_zip64_zipapp_over_65535_entries_runs_under_pex_on_3_13(tmp_path: Path) -> None:
+    """A real wheel of 66,000 modules: the zipapp needs ZIP64 and still runs, under pex's own
+    runtime on 3.13 (zipimport reads ZIP64 from 3.13 on), `PEX_TOOLS=1 ... info` included; the
+    same wheels for a target admitting an older Python are refused with the way out named."""
+    count = 65_600  # + the wheel's other entries: past the 65,535 a zip without ZIP64 can hold
+    files = {f"many/m{i:05d}.py": b"" for i in range(count)}
+    files["many/__init__.py"] = b"import os\nCOUNT = len(os.listdir(os.path.dirname(__file__))) - 1\n"
+    wheel = build_wheel(tmp_path / "dist", "many", "1.0", files=files)
+    cache = tmp_path / "cache"
+    layers = build_layers([(wheel, _sha(wheel))], cache_root=cache, jobs=2)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_bytes(
+        b"import sys\nimport many\nimport many.m65599\n\n\n"
+        b"def main():\n    print('modules', many.COUNT, 'py%d.%d' % sys.version_info[:2])\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    common: Dict[str, Any] = dict(sources=src, entry_point="app:main", include_tools=True)
+    with pytest.raises(Zip64RequiredError, match="packed"):
+        _pex(layers, out / "old.pex", cache_root=cache, interpreter_constraints=["CPython>=3.11"], **common)
+    assert list(out.iterdir()) == []
+
+    result = _pex(layers, out / "app.pex", cache_root=cache, interpreter_constraints=["CPython>=3.13"], **common)
+    assert result.zip64
+    with zipfile.ZipFile(result.output) as zf:
+        assert len(zf.infolist()) > 65535
+    raw = Path(result.output).read_bytes()
+    assert raw.rfind(b"PK\x06\x06") > 0 and raw.rfind(b"PK\x06\x07") > 0  # really ZIP64 end records
+    python = _python("3.13")
+    run = _run(python, Path(result.output), tmp_path / "pex_root")
+    assert run.returncode == 0, run.stderr[-2000:]
+    # The installed package holds every module, `__init__.py` and the `__pycache__` of the two
+    # imported, `COUNT` leaves one out.
+    assert run.stdout.strip() == f"modules {count + 1} py3.13"
+    info = _run(python, Path(result.output), tmp_path / "pex_root", "info", PEX_TOOLS="1")
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert "many-1.0-py3-none-any.whl" in json.loads(info.stdout)["distributions"]
+
+
 def test_admits_python_before_3_13() -> None:
     assert admits_python_before_3_13([])
     assert admits_python_before_3_13([">=3.9"])

@@ -46,7 +46,7 @@ from fastpex.core.pack.sdist import (
 from fastpex.core.platforms import MAX_PATCH, UnknownPlatformError, parse_target, target_names_patch
 from fastpex.core.store import ArtifactStore
 
-__all__ = ["BuildError", "BuildRequest", "BuildResult", "build"]
+__all__ = ["BuildError", "BuildRequest", "BuildResult", "PreparedWheels", "build", "prepare_wheels"]
 
 
 class BuildError(UserError):
@@ -94,16 +94,47 @@ class BuildResult:
 def build(request: BuildRequest) -> BuildResult:
     """Subset the lock, pick targets, check the interpreter constraints, select and fetch the
     artifacts, check the entry point, then pack the PEX."""
+    options = request.options
+    prepared = prepare_wheels(request)
+    wheels = list(prepared.wheels)
+    if options.entry_point and options.part != "deps":
+        check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
+    result = pack(
+        PackRequest(
+            wheels=tuple(wheels),
+            output=request.output,
+            options=dataclasses.replace(options, requirements=tuple(sorted(prepared.lock.requirements))),
+            cache_root=request.cache_root,
+            layer_jobs=request.layer_jobs,
+        )
+    )
+    return BuildResult(pex=result, targets=prepared.targets, wheels=prepared.wheels, built=prepared.built)
+
+
+@dataclass(frozen=True)
+class PreparedWheels:
+    """What a lock gives one build: the subset lock, its targets, and every wheel they need
+    (fetched and verified, sdists built), in the lock's order."""
+
+    lock: Lock
+    targets: Tuple[Target, ...]
+    wheels: Tuple[WheelInput, ...]
+    built: Tuple[BuiltWheel, ...] = ()
+
+
+def prepare_wheels(request: BuildRequest) -> PreparedWheels:
+    """Lock file -> subset -> targets -> fetch -> sdists built -> wheels: the part of a build
+    every output (a PEX, an image) shares. `request.output` and the PEX options other than
+    the interpreter constraints are not read."""
     if not os.path.isfile(request.lock_path):
         raise BuildError(
             f"The lockfile {request.lock_path} does not exist. Generate it first "
             f"(`pants generate-lockfiles` or `python -m fastpex lock`)."
         )
-    options = request.options
     lock = subset_lock(load_lock(request.lock_path), request.requirements)
     target_names = [canonical_target_name(t) for t in request.targets] or [lock.resolves[0].target.name]
     targets = selection.targets_for(lock, target_names)
-    check_interpreter_constraints(targets, options.interpreter_constraints)
+    check_interpreter_constraints(targets, request.options.interpreter_constraints)
     fetch_result = fetch(
         FetchRequest(
             lock=lock,
@@ -124,19 +155,8 @@ def build(request: BuildRequest) -> BuildResult:
         for b in built.get(f.artifact.sha256, ()):
             if all(w.sha256 != b.wheel.sha256 for w in wheels):
                 wheels.append(b.wheel)
-    if options.entry_point and options.part != "deps":
-        check_entry_point(options.entry_point, options.sources, [w.path for w in wheels])
-    result = pack(
-        PackRequest(
-            wheels=tuple(wheels),
-            output=request.output,
-            options=dataclasses.replace(options, requirements=tuple(sorted(lock.requirements))),
-            cache_root=request.cache_root,
-            layer_jobs=request.layer_jobs,
-        )
-    )
-    return BuildResult(
-        pex=result,
+    return PreparedWheels(
+        lock=lock,
         targets=tuple(targets),
         wheels=tuple(wheels),
         built=tuple(b for bs in built.values() for b in bs),

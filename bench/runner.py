@@ -1,8 +1,10 @@
 """Shared helpers for fastpex's benchmarks (stdlib only).
 
-- `measure()` runs one command and records its wall time and the bytes this machine received
+- `measure()` runs one command and records its wall time, the bytes this machine received
   while it ran (rx_bytes of every non-loopback interface in /proc/net/dev, so whole-machine
-  traffic: other processes downloading at the same time are counted too).
+  traffic: other processes downloading at the same time are counted too), and the CPU time
+  (user + sys) of its whole process tree (RUSAGE_CHILDREN before/after: every descendant that
+  was waited for, which is every process a well-behaved tool starts).
 - `Comparison` rows print as a table "fastpex vs stock" with their ratio and the target.
 - `Report` collects the tables and appends one markdown block (command line, date, machine,
   numbers) to bench/results/<name>.md, ready to paste into docs/benchmarks.md.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -73,6 +76,12 @@ class Result:
     rx: int
     returncode: int
     log: Path
+    cpu_user: float = 0.0  # the process tree's user CPU seconds
+    cpu_sys: float = 0.0
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_user + self.cpu_sys
 
     @property
     def ok(self) -> bool:
@@ -103,6 +112,7 @@ def measure(
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
         rx0 = rx_bytes()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(
@@ -117,9 +127,10 @@ def measure(
         except subprocess.TimeoutExpired:
             rc = -999
         wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         rx = rx_bytes() - rx0
-    res = Result(name, argv, wall, rx, rc, log)
-    print(f"    {wall:8.2f} s  {fmt_bytes(rx):>10}  rc={rc}  log={log}", flush=True)
+    res = Result(name, argv, wall, rx, rc, log, ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
+    print(f"    {wall:8.2f} s  {fmt_bytes(rx):>10}  cpu {res.cpu:.2f} s  rc={rc}  log={log}", flush=True)
     if rc != 0:
         tail = log.read_bytes()[-3000:].decode(errors="replace")
         print(f"    FAILED; last lines of {log}:\n{tail}", flush=True)

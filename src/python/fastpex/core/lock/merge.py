@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from fastpex.core.lock.errors import ResolveError
 from fastpex.core.lock.runner import ReportItem, TargetReport
-from fastpex.core.lock.sources import PackageSource, file_version
+from fastpex.core.lock.sources import PackageSource
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -97,12 +97,11 @@ def merge(
             chosen.setdefault((item.name, item.version), []).append(item)
             chosen_by.setdefault((item.name, item.version), []).append(report.target)
 
-    memo: Dict[Tuple[str, str], _FilesByVersion] = {}
     distributions = []
     for key in sorted(chosen):
         name, version = key
         items = chosen[key]
-        artifacts = _artifacts_for(name, version, items, chosen_by[key], source, memo)
+        artifacts = _artifacts_for(name, version, items, chosen_by[key], source)
         requires_dist: List[str] = []
         for item in items:
             for raw in item.requires_dist:
@@ -133,31 +132,12 @@ def merge(
     )
 
 
-_FilesByVersion = Dict[Optional[str], List[ProjectFile]]
-
-
-def _files_by_version(
-    source: PackageSource, name: str, target: Target, memo: Dict[Tuple[str, str], _FilesByVersion]
-) -> _FilesByVersion:
-    """A project's files for a target grouped by version (pages list thousands of files, and
-    every locked version of the project looks at them), memoized for one merge."""
-    key = (name, target.name)
-    grouped = memo.get(key)
-    if grouped is None:
-        grouped = {}
-        for f in source.project_files(name, target):
-            grouped.setdefault(file_version(f.filename), []).append(f)
-        memo[key] = grouped
-    return grouped
-
-
 def _artifacts_for(
     name: str,
     version: str,
     items: Sequence[ReportItem],
     targets: Sequence[Target],
     source: PackageSource,
-    memo: Dict[Tuple[str, str], _FilesByVersion],
 ) -> Tuple[Artifact, ...]:
     """Every file of (name, version) the targets' indexes list, plus what pip picked."""
     picked = {}
@@ -169,7 +149,7 @@ def _artifacts_for(
     direct = all(i.is_direct for i in items)
     if not direct:
         for target in targets:
-            for f in _files_by_version(source, name, target, memo).get(version, ()):
+            for f in source.files_of_version(name, version, target):
                 url = strip_credentials(f.url)
                 if f.yanked and url not in picked:
                     continue

@@ -28,6 +28,7 @@ import email.message
 import email.parser
 import email.policy
 import enum
+import functools
 import hashlib
 import tarfile
 import threading
@@ -35,8 +36,9 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Union
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -418,6 +420,29 @@ def metadata_from_artifact(path: Path, file: ProjectFile, limit: int = DEFAULT_M
     raise InvalidDistributionError(file.url, "it is neither a wheel nor an sdist")
 
 
+def unconditional_dependencies(metadata: bytes) -> List[str]:
+    """Normalized names of the Requires-Dist entries that don't depend on an extra."""
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
+    except Exception:  # noqa: BLE001 - speculation must never fail a request
+        return []
+    names = (_unconditional_name(str(raw)) for raw in headers.get_all("Requires-Dist") or [])
+    return [name for name in names if name is not None]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _unconditional_name(raw: str) -> Optional[str]:
+    """The normalized name a Requires-Dist line requires, unless it depends on an extra (or
+    does not parse). Memoized: the same lines recur across versions, wheels and targets."""
+    try:
+        requirement = Requirement(raw)
+    except InvalidRequirement:
+        return None
+    if requirement.marker is not None and "extra" in str(requirement.marker):
+        return None
+    return canonicalize_name(requirement.name)
+
+
 __all__ = [
     "DEFAULT_MAX_METADATA_BYTES",
     "DEFAULT_TAIL_BYTES",
@@ -440,6 +465,7 @@ __all__ = [
     "metadata_from_artifact",
     "name_version_problem",
     "select_metadata_entry",
+    "unconditional_dependencies",
     "verify_advertised",
     "wheel_metadata_from_file",
 ]

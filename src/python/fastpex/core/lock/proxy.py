@@ -27,11 +27,8 @@ Choices, and why:
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import fnmatch
 import functools
-import hashlib
 import logging
 import re
 import threading
@@ -43,13 +40,13 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import Version
 
 from fastpex.core.errors import UserError
 from fastpex.core.lock.fetcher import MetadataFetcher
-from fastpex.core.lock.metadata import MetadataResult
+from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
 from fastpex.core.lock.metadata_store import remote_sha256
-from fastpex.core.lock.proxy_http import TARGET_RE, ProxyServer, page_body, usable_files, wheel_tags
+from fastpex.core.lock.project_view import ProjectView, file_token
+from fastpex.core.lock.proxy_http import PEP691_JSON, TARGET_RE, ProxyServer, page_body, python_admitted
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import (
     IndexClient,
@@ -61,7 +58,6 @@ from fastpex.core.net.index import (
 from fastpex.core.util.urls import expand_env, redact
 
 logger = logging.getLogger(__name__)
-
 
 
 class ProxyConfigError(UserError):
@@ -140,8 +136,7 @@ def _normalize_glob(glob: str) -> str:
     return re.sub(r"[-_.]+", "-", glob).lower()
 
 
-def _token(file: ProjectFile) -> str:
-    return hashlib.sha256(f"{file.url}\0{file.sha256 or ''}".encode("utf-8")).hexdigest()[:32]
+_token = file_token
 
 
 class MetadataProxy:
@@ -166,8 +161,11 @@ class MetadataProxy:
         self.fetcher = fetcher or MetadataFetcher(self.http, config.cache_root, workers=config.workers)
         self._lock = threading.Lock()
         self._pages: Dict[Tuple[str, str], "Future[Optional[ProjectPage]]"] = {}
+        # (the indexes a project comes from, project) -> its view: what every target routed
+        # the same way sees, parsed and indexed once per lock
+        self._views: Dict[Tuple[Tuple[str, ...], str], "Future[Optional[ProjectView]]"] = {}
         self._tokens: Dict[str, ProjectFile] = {}
-        self._served: Dict[str, Dict[str, Dict[str, str]]] = {}  # target -> project -> url -> token
+        self._served: Dict[str, Dict[str, ProjectView]] = {}  # target -> project -> view served
         self._errors: List[Exception] = []
         self._error_keys: set = set()
         self._warned_upload_time = False
@@ -175,10 +173,12 @@ class MetadataProxy:
         self._hash_pool: Optional[ThreadPoolExecutor] = None
         self._speculation_pool: Optional[ThreadPoolExecutor] = None
         self._speculated: Set[Tuple[str, str]] = set()
+        self._prefetched: Set[Tuple[str, str]] = set()
         self._tag_sets: Dict[str, "frozenset[str]"] = {}
+        self._priorities: Dict[str, Dict[str, int]] = {}
+        self._dependencies: Dict[bytes, List[str]] = {}  # metadata -> its unconditional deps
         self._rendered: Dict[Tuple[str, str, str], bytes] = {}
         self._page_requests: Dict[str, Set[str]] = {}
-        self._digests: Dict[Tuple[Tuple[str, ...], str], str] = {}
         self._stopping = False
         self._server: Optional[ProxyServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -266,8 +266,21 @@ class MetadataProxy:
             targets = [target] if target is not None else sorted(self._served)
             tokens: Dict[str, str] = {}
             for t in targets:
-                tokens.update(self._served.get(t, {}).get(name, {}))
+                view = self._served.get(t, {}).get(name)
+                if view is not None:
+                    tokens.update(view.token_by_url)
             return [self._tokens[tok] for _, tok in sorted(tokens.items())]
+
+    def files_of_version(self, target: str, project: str, version: Optional[str]) -> Optional[List[ProjectFile]]:
+        """The files of `project` with `version` (normalized; None: without a PEP 440 version)
+        on its page for `target`, in URL order, each with a sha256 if one is known since; None
+        when no source has the project. What `files_for` gives, filtered, without the scan."""
+        view = self.view(target, project)
+        if view is None:
+            return None
+        self._register(target, view)
+        with self._lock:
+            return [self._tokens[tok] for tok in view.tokens_of_version(version)]
 
     def upstream_file(self, proxy_url: str) -> ProjectFile:
         """The upstream file behind a proxy file URL (as pip reports it in `download_info`)."""
@@ -352,9 +365,32 @@ class MetadataProxy:
     def page_files(self, target: str, project: str) -> Optional[List[ProjectFile]]:
         """The files of `project`'s page for `target` (routing, find-links, cut-off applied),
         or None when no source has the project."""
+        view = self.view(target, project)
+        return None if view is None else list(view.files)
+
+    def view(self, target: str, project: str) -> Optional[ProjectView]:
+        """`project`'s page for `target` as a `ProjectView`, built once per lock for all the
+        targets routed to the same indexes; None when no source has the project. Upstream
+        errors are sticky, as `_upstream_page`'s."""
         name = normalize_project_name(project)
+        specs = self.indexes_for(target, name)
+        key = (tuple(spec.name for spec in specs), name)
+        with self._lock:
+            future = self._views.get(key)
+            owner = future is None
+            if owner:
+                future = self._views[key] = Future()
+        assert future is not None
+        if owner:
+            try:
+                future.set_result(self._build_view(target, name, specs))
+            except BaseException as e:  # noqa: BLE001 - handed to every waiter
+                future.set_exception(e)
+        return future.result()
+
+    def _build_view(self, target: str, name: str, specs: Sequence[IndexSpec]) -> Optional[ProjectView]:
         files: Optional[List[ProjectFile]] = None
-        for spec in self.indexes_for(target, name):
+        for spec in specs:
             page = self._upstream_page(spec, name)
             if page is not None and page.files:
                 files = list(page.files)
@@ -365,7 +401,13 @@ class MetadataProxy:
             local.extend(find_links_files(directory, name))
         if files is None and not local:
             return None
-        return self._apply_cutoff(files or []) + local
+        view = ProjectView(name, self._apply_cutoff(files or []) + local)
+        with self._lock:
+            for f, token in zip(view.files, view.tokens):
+                known = self._tokens.get(token)
+                if known is None or (f.sha256 and not known.sha256):
+                    self._tokens[token] = f
+        return view
 
     def _apply_cutoff(self, files: List[ProjectFile]) -> List[ProjectFile]:
         cutoff = self.config.upload_cutoff
@@ -388,18 +430,10 @@ class MetadataProxy:
                 kept.append(f)
         return kept
 
-    def _register(self, target: str, project: str, files: Sequence[ProjectFile]) -> Dict[str, str]:
-        tokens = {}
+    def _register(self, target: str, view: ProjectView) -> None:
+        """Record that `target` was served `view` (what `files_for` lists)."""
         with self._lock:
-            served = self._served.setdefault(target, {}).setdefault(project, {})
-            for f in files:
-                token = _token(f)
-                known = self._tokens.get(token)
-                if known is None or (f.sha256 and not known.sha256):
-                    self._tokens[token] = f
-                served[f.url] = token
-                tokens[f.url] = token
-        return tokens
+            self._served.setdefault(target, {})[view.name] = view
 
     def note_page_request(self, target: str, project: str) -> None:
         with self._lock:
@@ -415,29 +449,11 @@ class MetadataProxy:
         pip reads of it, and which index served it. The target's own filtering (tags) is a
         function of this and of the target, which the resolver keys on separately. Equal
         digests mean pip sees the same page, which lets the resolver reuse an earlier pip run."""
-        name = normalize_project_name(project)
-        files = self.page_files(target, name)
-        if files is None:
+        view = self.view(target, project)
+        if view is None:
             return "absent"
-        self._register(target, name, files)
-        key = (tuple(spec.name for spec in self.indexes_for(target, name)), name)
-        with self._lock:
-            known = self._digests.get(key)
-        if known is not None:
-            return known
-        h = hashlib.sha256()
-        for f in files:
-            advertised = f.is_wheel or f.core_metadata not in (None, False)
-            row = (
-                f.filename, f.url, repr(sorted(f.hashes.items())), f.requires_python, f.yanked,
-                f.yanked_reason, f.upload_time, f.size, advertised,
-            )
-            h.update(repr(row).encode("utf-8"))
-            h.update(b"\n")
-        digest = h.hexdigest()
-        with self._lock:  # upstream pages are fetched once per proxy, so this holds for its life
-            self._digests[key] = digest
-        return digest
+        self._register(target, view)
+        return view.digest()  # upstream pages are fetched once per proxy: it holds for its life
 
     def render_page(self, target: str, project: str, media: str) -> Optional[bytes]:
         """The page pip gets; rendered once per (target, project, media type) per proxy."""
@@ -454,48 +470,50 @@ class MetadataProxy:
         return body
 
     def _render_page(self, target: str, name: str, media: str) -> Optional[bytes]:
-        files = self.page_files(target, name)
-        if files is None:
+        view = self.view(target, name)
+        if view is None:
             return None
-        tokens = self._register(target, name, files)
+        self._register(target, view)
         with self._lock:
             self._speculated.add((target, name))
-        self._maybe_prefetch(target, files)
-        usable = self._usable_by(target, files)
-        return page_body(name, files, usable, tokens, f"{self.url}/{quote(target)}/files", media)
+        self._maybe_prefetch(target, view)
+        usable = self._usable_by(target, view)
+        base = f"{self.url}/{quote(target)}/files"
+        if media == PEP691_JSON:
+            return view.json_page(usable, base)
+        files = [view.files[i] for i in usable]
+        return page_body(name, view.files, files, view.token_by_url, base, media)
 
-    def _usable_by(self, target: str, files: Sequence[ProjectFile]) -> List[ProjectFile]:
-        """The files pip could pick for `target` (all, when its tags are unknown): wheels with
-        one of its tags, files whose Requires-Python admits its Python, sdists unless wheels
-        only. pip would skip every other link itself, but parsing and evaluating thousands of
-        them per page (torch, numpy) is most of its CPU time. `files_for` still records every
-        file, so a lock can list all artifacts of a version."""
+    def _usable_by(self, target: str, view: ProjectView) -> Sequence[int]:
+        """Indexes of the files pip could pick for `target` (all, when its tags are unknown):
+        wheels with one of its tags, files whose Requires-Python admits its Python, sdists
+        unless wheels only. pip would skip every other link itself, but parsing and evaluating
+        thousands of them per page (torch, numpy) is most of its CPU time. `files_for` still
+        records every file, so a lock can list all artifacts of a version."""
         tags = self.config.target_tags.get(target)
         if not tags or not self.config.filter_pages:
-            return list(files)
+            return range(len(view.files))
         with self._lock:
             wanted = self._tag_sets.get(target)
             if wanted is None:
                 wanted = self._tag_sets[target] = frozenset(tags)
-        return usable_files(files, wanted, self.config.target_pythons.get(target), self.config.wheels_only)
+        return view.usable(wanted, self.config.target_pythons.get(target), self.config.wheels_only, python_admitted)
 
-    def _maybe_prefetch(self, target: str, files: Sequence[ProjectFile]) -> None:
+    def _maybe_prefetch(self, target: str, view: ProjectView) -> None:
         """Warm the metadata pip will most likely ask for next: the best wheel for the target
-        among the newest versions. Needs the target's tags; a miss costs only bandwidth."""
+        among the newest versions, once per (target, project). Needs the target's tags; a miss
+        costs only bandwidth."""
         tags = self.config.target_tags.get(target)
         if not tags or self.config.prefetch_versions <= 0:
             return
-        priority = {tag: i for i, tag in enumerate(tags)}
-        by_version: Dict[Version, List[Tuple[int, ProjectFile]]] = {}
-        for f in files:
-            if not f.is_wheel or f.yanked or f.version is None:
-                continue
-            ranks = [priority[t] for t in wheel_tags(f.filename) or () if t in priority]
-            if ranks:
-                by_version.setdefault(f.version, []).append((min(ranks), f))
-        chosen = []
-        for version in sorted(by_version, reverse=True)[: self.config.prefetch_versions]:
-            chosen.append(min(by_version[version], key=lambda rf: rf[0])[1])
+        with self._lock:
+            if (target, view.name) in self._prefetched:
+                return
+            self._prefetched.add((target, view.name))
+            priority = self._priorities.get(target)
+            if priority is None:
+                priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
+        chosen = view.best_wheels(priority, self.config.prefetch_versions)
         for future in self.fetcher.prefetch(chosen) if chosen else ():
             future.add_done_callback(functools.partial(self._after_prefetch, target))
 
@@ -510,7 +528,13 @@ class MetadataProxy:
         against the target's environment, which the proxy doesn't know: an unneeded page costs
         one request). Failures are not recorded here: pip's own request will meet them.
         """
-        self._speculate_names(target, _unconditional_dependencies(metadata))
+        with self._lock:
+            names = self._dependencies.get(metadata)
+        if names is None:
+            names = unconditional_dependencies(metadata)
+            with self._lock:
+                self._dependencies[metadata] = names
+        self._speculate_names(target, names)
 
     def warm(self, target: str, requirements: Iterable[str]) -> None:
         """Start on the pages (and likely metadata) of top-level requirements (PEP 508
@@ -526,14 +550,17 @@ class MetadataProxy:
     def _speculate_names(self, target: str, names: Iterable[str]) -> None:
         if not self.config.speculate:
             return
-        for name in names:
-            with self._lock:
-                if self._stopping or (target, name) in self._speculated:
-                    continue
-                self._speculated.add((target, name))
-                if self._speculation_pool is None:
-                    self._speculation_pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="fastpex-speculate")
-                pool = self._speculation_pool
+        with self._lock:  # one pass under the lock: most names were seen before
+            if self._stopping:
+                return
+            new = [name for name in dict.fromkeys(names) if (target, name) not in self._speculated]
+            if not new:
+                return
+            self._speculated.update((target, name) for name in new)
+            if self._speculation_pool is None:
+                self._speculation_pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="fastpex-speculate")
+            pool = self._speculation_pool
+        for name in new:
             try:
                 pool.submit(self._speculate_project, target, name)
             except RuntimeError:  # shutting down
@@ -541,12 +568,12 @@ class MetadataProxy:
 
     def _speculate_project(self, target: str, name: str) -> None:
         try:
-            files = self.page_files(target, name)
+            view = self.view(target, name)
         except Exception as e:  # noqa: BLE001 - pip's request for this page will report it
             logger.debug("speculative page fetch for %s failed: %s", name, e)
             return
-        if files:
-            self._maybe_prefetch(target, files)
+        if view is not None and view.files:
+            self._maybe_prefetch(target, view)
 
     # -- errors ------------------------------------------------------------------------------
     def record_error(self, error: Exception) -> None:
@@ -557,28 +584,6 @@ class MetadataProxy:
                 self._error_keys.add(key)
                 self._errors.append(error)
         logger.warning("%s", error)
-
-
-
-
-def _unconditional_dependencies(metadata: bytes) -> List[str]:
-    """Normalized names of the Requires-Dist entries that don't depend on an extra."""
-    try:
-        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
-    except Exception:  # noqa: BLE001 - speculation must never fail a request
-        return []
-    names: List[str] = []
-    for raw in headers.get_all("Requires-Dist") or []:
-        try:
-            requirement = Requirement(str(raw))
-        except InvalidRequirement:
-            continue
-        if requirement.marker is not None and "extra" in str(requirement.marker):
-            continue
-        names.append(normalize_project_name(requirement.name))
-    return names
-
-
 
 
 __all__ = ["IndexSpec", "MetadataProxy", "ProxyConfig", "ProxyConfigError", "Route"]

@@ -375,7 +375,7 @@ def _reconcile_at_once(
 def _version_possible(runner: Runner, project: str, version: str, target: Target) -> bool:
     """False when no file of project==version can serve `target` (tags, Requires-Python)."""
     try:
-        files = [f for f in runner.source.project_files(project, target) if file_version(f.filename) == version]
+        files = list(runner.source.files_of_version(project, version, target))
     except Exception:  # noqa: BLE001 - a prefilter only; pip has the last word
         return True
     if not files:

@@ -51,6 +51,10 @@ class PackageSource(Protocol):
     def project_files(self, project: str, target: Target) -> Sequence[ProjectFile]:
         """Every file of `project` that `target` may use (after routing and upload cut-off)."""
 
+    def files_of_version(self, project: str, version: Optional[str], target: Target) -> Sequence[ProjectFile]:
+        """The files of `project` with `version` (normalized, as `file_version` gives it) that
+        `target` may use, in URL order: `project_files` filtered, from an index by version."""
+
     def upstream_url(self, url: str, target: Target) -> str:
         """The credential-free upstream URL of a file pip reported (e.g. a proxy URL)."""
 
@@ -138,6 +142,9 @@ class DirectSource:
     def project_files(self, project: str, target: Target) -> Sequence[ProjectFile]:
         return self._files(project)
 
+    def files_of_version(self, project: str, version: Optional[str], target: Target) -> Sequence[ProjectFile]:
+        return [f for f in self._files(project) if file_version(f.filename) == version]
+
     def upstream_url(self, url: str, target: Target) -> str:
         return strip_credentials(url)
 
@@ -211,6 +218,9 @@ class ProxySource:
             return served
         # Not served to this target yet (asked before its pip run): the same page, unserved.
         return self.proxy.page_files(name, project) or []
+
+    def files_of_version(self, project: str, version: Optional[str], target: Target) -> Sequence[ProjectFile]:
+        return self.proxy.files_of_version(proxy_target_name(target.name), project, version) or []
 
     def upstream_url(self, url: str, target: Target) -> str:
         try:

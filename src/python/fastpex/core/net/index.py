@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
+from packaging.tags import parse_tag
 from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
@@ -98,6 +100,55 @@ def parse_upload_time(value: Optional[str]) -> Optional[datetime]:
     return parsed.astimezone(timezone.utc)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _wheel_head(head: str) -> Optional[Tuple[NormalizedName, Version]]:
+    """`name-version[-build]` of a wheel filename, checked by packaging itself (with a neutral
+    tag): the files of one version share it, so each version is parsed once per process."""
+    try:
+        name, version, _, _ = parse_wheel_filename(head + "-py3-none-any.whl")
+    except (InvalidWheelFilename, InvalidVersion):
+        return None
+    return name, version
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _tag_set(tag: str) -> "Optional[frozenset[str]]":
+    """A wheel's (compressed) tag string as tag strings; None when packaging rejects it. Pages
+    repeat a few hundred tag strings over thousands of files."""
+    try:
+        return frozenset(str(t) for t in parse_tag(tag))
+    except ValueError:  # packaging's InvalidTag (>= 26.3) is a ValueError
+        return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def wheel_info(filename: str) -> Optional[Tuple[NormalizedName, Version, "frozenset[str]"]]:
+    """(canonical name, version, tags) of a wheel filename; None if it is not a valid one.
+
+    Exactly what `parse_wheel_filename` decides (the split is its own: 4 or 5 dashes, the last
+    three parts the tags), computed from two memoized halves instead of once per file.
+    """
+    if not filename.endswith(".whl"):
+        return None
+    base = filename[:-4]
+    if base.count("-") not in (4, 5):
+        return None
+    head, tag = base.rsplit("-", 3)[0], "-".join(base.rsplit("-", 3)[1:])
+    parsed = _wheel_head(head)
+    tags = _tag_set(tag) if parsed is not None else None
+    if parsed is None or tags is None:
+        return None
+    return parsed[0], parsed[1], tags
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _version_or_none(text: str) -> Optional[Version]:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def dist_name_version(filename: str) -> Optional[Tuple[NormalizedName, Optional[Version]]]:
     """(canonical name, version) from a wheel or sdist filename; None if it is neither.
@@ -106,20 +157,14 @@ def dist_name_version(filename: str) -> Optional[Tuple[NormalizedName, Optional[
     Memoized: pages of big projects list thousands of files and are looked at repeatedly.
     """
     if filename.endswith(".whl"):
-        try:
-            name, version, _, _ = parse_wheel_filename(filename)
-        except (InvalidWheelFilename, InvalidVersion):
-            return None
-        return name, version
+        wheel = wheel_info(filename)
+        return None if wheel is None else (wheel[0], wheel[1])
     for suffix in SDIST_SUFFIXES:
         if filename.endswith(suffix):
             base, sep, ver = filename[: -len(suffix)].rpartition("-")
             if not sep or not base:
                 return None
-            try:
-                return canonicalize_name(base), Version(ver)
-            except InvalidVersion:
-                return canonicalize_name(base), None
+            return canonicalize_name(base), _version_or_none(ver)
     return None
 
 
@@ -256,6 +301,10 @@ def _file_url(page_url: str, href: str) -> Tuple[str, Dict[str, str]]:
 def _clean_hashes(value: object) -> Dict[str, str]:
     if not isinstance(value, dict):
         return {}
+    if len(value) == 1:  # the common case, `{"sha256": "<hex>"}`, without the comprehension
+        ((key, digest),) = value.items()
+        if key == "sha256" and isinstance(digest, str) and len(digest) == 64 and digest.isascii() and digest.isalnum():
+            return {key: digest.lower()}
     return {
         str(k).lower(): v.lower()
         for k, v in value.items()
@@ -283,6 +332,18 @@ def _core_metadata_from_html(value: Optional[str]) -> CoreMetadata:
     return True  # malformed hash: the file exists, its hash is unknown (as pip treats it)
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN_HOST = re.compile(r"https?://([^/?#\s]*)(?:[/?#]|$)")
+
+
+def _host_of(url: str) -> str:
+    """`urlsplit(url).netloc` without credentials, lower-cased; a regex for the plain
+    `http(s)://host/...` URLs pages are made of (urlsplit costs more than the page's JSON)."""
+    match = _PLAIN_HOST.match(url)
+    netloc = match.group(1) if match is not None else urlsplit(url).netloc
+    return netloc.rpartition("@")[2].lower()
+
+
 def unsafe_filename_problem(filename: str) -> Optional[str]:
     """Why `filename` must never become a path (or a line of a file), else None.
 
@@ -294,7 +355,7 @@ def unsafe_filename_problem(filename: str) -> Optional[str]:
         return "it is empty or a relative directory name"
     if "/" in filename or "\\" in filename:
         return "it contains a path separator"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in filename):
+    if _CONTROL_CHARACTER.search(filename):
         return "it contains a control character"
     if filename.startswith("."):
         return "it starts with a dot"
@@ -304,14 +365,14 @@ def unsafe_filename_problem(filename: str) -> Optional[str]:
 def _safe_files(files: List["ProjectFile"], page_url: str) -> List["ProjectFile"]:
     """`files` without unsafe names (warned, naming the page); reports files on other hosts."""
     kept = []
-    page_host = urlsplit(page_url).netloc.rpartition("@")[2].lower()
+    page_host = _host_of(page_url)
     other_hosts = set()
     for f in files:
         problem = unsafe_filename_problem(f.filename)
         if problem is not None:
             logger.warning("ignoring the file %r listed on `%s`: %s", f.filename, redact(page_url), problem)
             continue
-        host = urlsplit(f.url).netloc.rpartition("@")[2].lower()
+        host = _host_of(f.url)
         if host and host != page_host:
             other_hosts.add(host)
         kept.append(f)
@@ -335,23 +396,29 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         meta = {}
     files: List[ProjectFile] = []
     for entry in doc["files"]:
-        if not isinstance(entry, dict) or not entry.get("url") or not entry.get("filename"):
+        if not isinstance(entry, dict):
             continue
-        url, fragment_hashes = _file_url(page_url, str(entry["url"]))
-        hashes = _clean_hashes(entry.get("hashes")) or fragment_hashes
-        yanked = entry.get("yanked", False)
-        size = entry.get("size")
+        get = entry.get
+        raw_url, filename = get("url"), get("filename")
+        if not raw_url or not filename:
+            continue
+        url, fragment_hashes = _file_url(page_url, str(raw_url))
+        hashes = _clean_hashes(get("hashes")) or fragment_hashes
+        yanked = get("yanked", False)
+        size = get("size")
+        requires_python = get("requires-python")
+        upload_time = get("upload-time")
         files.append(
             ProjectFile(
-                filename=str(entry["filename"]),
-                url=url,
-                hashes=hashes,
-                requires_python=str(entry["requires-python"]) if entry.get("requires-python") else None,
-                yanked=bool(yanked),
-                yanked_reason=yanked if isinstance(yanked, str) else ("" if yanked else None),
-                core_metadata=_core_metadata_from_json(entry),
-                size=size if isinstance(size, int) and size >= 0 else None,
-                upload_time=str(entry["upload-time"]) if entry.get("upload-time") else None,
+                str(filename),
+                url,
+                hashes,
+                str(requires_python) if requires_python else None,
+                bool(yanked),
+                yanked if isinstance(yanked, str) else ("" if yanked else None),
+                _core_metadata_from_json(entry),
+                size if isinstance(size, int) and size >= 0 else None,
+                str(upload_time) if upload_time else None,
             )
         )
     versions = doc.get("versions")

@@ -1,0 +1,181 @@
+"""One project's files as the proxy's pages list them, indexed once per lock.
+
+A lock reads each project page once but looks at its files many times: every target's page,
+its prefetch choice, the digest the resolution cache checks, the merge's files of each locked
+version. Done per target, that per-file work (tokens, wheel tags, versions, JSON entries) was
+most of fastpex's own CPU for a big lock (torch and numpy list thousands of files). A
+`ProjectView` does it once, target-independently; what a target adds (which of its tag sets
+are usable, which wheel it ranks best) is memoized per target, over the few hundred distinct
+tag sets rather than the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+from packaging.version import Version
+
+from fastpex.core.net.index import ProjectFile, dist_name_version, wheel_info
+
+__all__ = ["ProjectView", "file_token"]
+
+def file_token(file: ProjectFile) -> str:
+    """The proxy's name for an upstream file in its `/files/<token>/` URLs."""
+    return hashlib.sha256(f"{file.url}\0{file.sha256 or ''}".encode("utf-8")).hexdigest()[:32]
+
+
+class ProjectView:
+    """`files` (routing, cut-off and find-links already applied) with everything derived from
+    them that does not depend on the target. Immutable after construction except for the
+    per-target memos, which only ever fill in."""
+
+    def __init__(self, name: str, files: Sequence[ProjectFile]) -> None:
+        self.name = name
+        self.files: Tuple[ProjectFile, ...] = tuple(files)
+        self.tokens: Tuple[str, ...] = tuple(file_token(f) for f in self.files)
+        # url -> token; a later file with the same URL wins (as registering them in order did)
+        self.token_by_url: Dict[str, str] = dict(zip((f.url for f in self.files), self.tokens))
+        self._wheel_tags: List[Optional["frozenset[str]"]] = []
+        versions: Dict[str, Version] = {}
+        version_of: Dict[str, Optional[str]] = {}  # token -> version text
+        wheels: Dict[Version, List[Tuple[int, "frozenset[str]"]]] = {}  # non-yanked wheels
+        for i, (f, token) in enumerate(zip(self.files, self.tokens)):
+            wheel = wheel_info(f.filename) if f.filename.endswith(".whl") else None
+            self._wheel_tags.append(wheel[2] if wheel is not None else None)
+            parsed = dist_name_version(f.filename)
+            version = parsed[1] if parsed is not None else None
+            text = version_of[token] = str(version) if version is not None else None
+            if version is not None and text is not None:
+                versions.setdefault(text, version)
+                if wheel is not None and not f.yanked:
+                    wheels.setdefault(version, []).append((i, wheel[2]))
+        self._by_version: Dict[Optional[str], List[str]] = {}  # version text -> tokens, by URL
+        for url in sorted(self.token_by_url):
+            token = self.token_by_url[url]
+            self._by_version.setdefault(version_of[token], []).append(token)
+        self.versions: Tuple[str, ...] = tuple(sorted(versions, key=versions.__getitem__))
+        self.all_sized = all(f.size is not None for f in self.files)
+        self._wheels_newest_first = [(v, wheels[v]) for v in sorted(wheels, reverse=True)]
+        self._lock = threading.Lock()
+        self._usable: Dict[Tuple[object, ...], Tuple[int, ...]] = {}
+        self._json_parts: Optional[List[Tuple[str, str]]] = None
+        self._digest: Optional[str] = None
+
+    # -- what every target shares -------------------------------------------------------------
+    def tokens_of_version(self, version: Optional[str]) -> Sequence[str]:
+        """Tokens of the files of `version` (the normalized text of a filename's version; None:
+        files without a PEP 440 version), unique by URL and in URL order."""
+        return self._by_version.get(version, ())
+
+    def version_texts(self) -> Sequence[Optional[str]]:
+        return list(self._by_version)
+
+    def digest(self) -> str:
+        """Every file with everything pip reads of it (see `MetadataProxy.page_digest`)."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for f in self.files:
+                advertised = f.is_wheel or f.core_metadata not in (None, False)
+                row = (
+                    f.filename, f.url, repr(sorted(f.hashes.items())), f.requires_python, f.yanked,
+                    f.yanked_reason, f.upload_time, f.size, advertised,
+                )
+                h.update(repr(row).encode("utf-8"))
+                h.update(b"\n")
+            self._digest = h.hexdigest()
+        return self._digest
+
+    # -- per target ---------------------------------------------------------------------------
+    def usable(
+        self,
+        tags: "Optional[frozenset[str]]",
+        python: Optional[str],
+        wheels_only: bool,
+        admits: Callable[[str, str], bool],
+    ) -> Tuple[int, ...]:
+        """Indexes of the files a target with these `tags` (all files, when None) could pick:
+        wheels with one of them, files whose Requires-Python `admits` its Python, sdists unless
+        `wheels_only`; as `proxy_http.usable_files` decides, per tag set instead of per file."""
+        if tags is None:
+            return tuple(range(len(self.files)))
+        key = (tags, python, wheels_only)
+        with self._lock:
+            known = self._usable.get(key)
+        if known is not None:
+            return known
+        fits: Dict["frozenset[str]", bool] = {}
+        out = []
+        for i, f in enumerate(self.files):
+            wheel_tags = self._wheel_tags[i]
+            if wheel_tags is not None:
+                fit = fits.get(wheel_tags)
+                if fit is None:
+                    fit = fits[wheel_tags] = not wheel_tags.isdisjoint(tags)
+                if not fit:
+                    continue
+            elif f.is_wheel or wheels_only:  # an invalid wheel name pip skips as well
+                continue
+            if python and f.requires_python and not admits(f.requires_python, python):
+                continue
+            out.append(i)
+        result = tuple(out)
+        with self._lock:
+            self._usable[key] = result
+        return result
+
+    def best_wheels(self, priority: Mapping[str, int], versions: int) -> List[ProjectFile]:
+        """For each of the newest `versions` versions that has a wheel with one of the tags in
+        `priority` (tag -> rank, lower is better), that version's best-ranked wheel."""
+        chosen: List[ProjectFile] = []
+        ranks: Dict["frozenset[str]", Optional[int]] = {}
+        for _version, wheels in self._wheels_newest_first:
+            best: Optional[Tuple[int, int]] = None
+            for i, tags in wheels:
+                rank = ranks.get(tags, -1)
+                if rank == -1:
+                    found = [priority[t] for t in tags if t in priority]
+                    rank = ranks[tags] = min(found) if found else None
+                if rank is not None and (best is None or rank < best[0]):
+                    best = (rank, i)
+            if best is not None:
+                chosen.append(self.files[best[1]])
+                if len(chosen) >= versions:
+                    break
+        return chosen
+
+    def json_page(self, indexes: Sequence[int], base: str) -> bytes:
+        """The PEP 691 page listing `files[i] for i in indexes`, its file URLs under `base`:
+        byte for byte what `proxy_http.page_body` renders, from entries serialized once."""
+        parts = self._json_parts
+        if parts is None:
+            parts = self._json_parts = [_json_entry_parts(f, t) for f, t in zip(self.files, self.tokens)]
+        entries = ", ".join(parts[i][0] + base + parts[i][1] for i in indexes)
+        meta = json.dumps({"api-version": "1.1" if self.all_sized else "1.0"})
+        return (
+            f'{{"meta": {meta}, "name": {json.dumps(self.name)}, "files": [{entries}], '
+            f'"versions": {json.dumps(list(self.versions))}}}'
+        ).encode("utf-8")
+
+
+def _json_entry_parts(f: ProjectFile, token: str) -> Tuple[str, str]:
+    """`json.dumps` of the file's page entry, split around the base of its URL."""
+    rest: Dict[str, object] = {"hashes": dict(f.hashes)}
+    # Advertise only metadata the proxy can serve (see `proxy_http.page_body`).
+    if f.is_wheel or f.core_metadata not in (None, False):
+        rest["core-metadata"] = dict(f.core_metadata) if isinstance(f.core_metadata, Mapping) else True
+    if f.requires_python:
+        rest["requires-python"] = f.requires_python
+    if f.yanked:
+        rest["yanked"] = f.yanked_reason or True
+    if f.size is not None:
+        rest["size"] = f.size
+    if f.upload_time:
+        rest["upload-time"] = f.upload_time
+    # quote() leaves no `"` or `\\` in the path, and the base is ASCII: the URL is its own JSON.
+    head = '{"filename": ' + json.dumps(f.filename) + ', "url": "'
+    tail = "/" + token + "/" + quote(f.filename) + '", ' + json.dumps(rest)[1:]
+    return head, tail

@@ -27,6 +27,7 @@ from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     BoolField,
     Dependencies,
+    DictStringToStringField,
     IntField,
     InvalidFieldException,
     StringField,
@@ -130,5 +131,185 @@ class FastpexBinary(Target):
         A PEX built by fastpex from the resolve's fastpex lock: the target platforms' wheels are
         fetched in parallel into a verified content-addressed cache, each wheel becomes a
         pre-compressed layer once, and the PEX is assembled by copying those bytes.
+        """
+    )
+
+
+# --- Container images (issue 13): `fastpex_image` and the base it can be built on. ---
+
+
+class FastpexImageBinaryField(StringField):
+    alias = "binary"
+    required = True
+    help = help_text(
+        """
+        The address of the `fastpex_binary` this image runs (e.g. `src/app:app`). Its entry point
+        or script, resolve, `targets`, interpreter constraints, sources and dependencies make the
+        image: one layer per large wheel, grouped layers for the small ones, and a last layer for
+        the application's sources. Its `args` become the image's `Cmd`.
+        """
+    )
+
+
+class FastpexImageBaseField(StringField):
+    alias = "base"
+    required = True
+    help = help_text(
+        """
+        The base image: the address of a `fastpex_python_base` target (built by Pants from a
+        local interpreter), or a registry reference pinned by digest,
+        `HOST[:PORT]/REPO[:TAG]@sha256:HEX` (pulled over the OCI distribution API and verified).
+        A reference without `@sha256:` is refused: Pants caches the image by its inputs, so the
+        base must not be whatever a tag points to today. The base's Python must have the
+        binary's target Python's minor version.
+        """
+    )
+
+
+class FastpexImageRepositoryField(StringField):
+    alias = "repository"
+    help = help_text(
+        """
+        Where `pants publish` pushes the image: `HOST[:PORT]/REPO`, without a tag (tags come from
+        `tags`). Plain HTTP is used only for loopback registries or those in
+        `[fastpex].insecure_registries`. Unset: `publish` skips this image.
+        """
+    )
+
+
+class FastpexImageTagsField(StringSequenceField):
+    alias = "tags"
+    default = ("latest",)
+    help = help_text(
+        """
+        The tags `pants publish` pushes the image under (`repository:tag` for each). The first
+        one also names the image inside the OCI layout in `dist/` (its
+        `org.opencontainers.image.ref.name`), e.g. for `umoci unpack --image DIR:TAG` or
+        `skopeo copy oci:DIR:TAG ...`.
+        """
+    )
+
+
+class FastpexImageEnvField(DictStringToStringField):
+    alias = "image_env"
+    help = help_text(
+        """
+        Environment variables set in the image's config (`Env`), on top of the base's and the
+        `PATH`/`VIRTUAL_ENV` fastpex sets for the image's venv.
+        """
+    )
+
+
+class FastpexImageWorkdirField(StringField):
+    alias = "workdir"
+    help = "The working directory of the image's process (`WorkingDir`). Default: the base's."
+
+
+class FastpexImageUserField(StringField):
+    alias = "user"
+    help = help_text(
+        """
+        The user (`NAME`, `UID` or `UID:GID`) the image's process runs as (`User`). Default: the
+        base's.
+        """
+    )
+
+
+class FastpexImageLabelsField(DictStringToStringField):
+    alias = "labels"
+    help = "Labels written to the image's config (`Labels`), e.g. `org.opencontainers.image.source`."
+
+
+class FastpexImageCompressionLevelField(FastpexCompressionLevelField):
+    help = help_text(
+        """
+        Compression level (0-9) of the image's layer blobs. Default: `[fastpex].compression_level`.
+        Each dependency layer is compressed once per wheel and level, then cached: the level
+        costs time only on the first build of each wheel.
+        """
+    )
+
+
+class _PositiveIntField(IntField):
+    default = None
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and value < 1:
+            raise InvalidFieldException(
+                f"The `{cls.alias}` field of {address} must be a positive integer, not {value}."
+            )
+        return value
+
+
+class FastpexImageLargeLayerMbField(_PositiveIntField):
+    alias = "large_layer_mb"
+    help = help_text(
+        """
+        Wheels whose installed size is at least this many MB get a layer each (torch, nvidia-*);
+        smaller ones share grouped layers. Default: fastpex's.
+        """
+    )
+
+
+class FastpexImageSmallLayerGroupsField(_PositiveIntField):
+    alias = "small_layer_groups"
+    help = help_text(
+        """
+        How many layers the small wheels are grouped into, by a stable rule (adding or removing
+        one wheel changes at most one group). Keeps the layer count well under the 127 limit.
+        Default: fastpex's.
+        """
+    )
+
+
+class FastpexImage(Target):
+    alias = "fastpex_image"
+    core_fields = (
+        *COMMON_TARGET_FIELDS,
+        OutputPathField,
+        FastpexImageBinaryField,
+        FastpexImageBaseField,
+        FastpexImageRepositoryField,
+        FastpexImageTagsField,
+        FastpexImageEnvField,
+        FastpexImageWorkdirField,
+        FastpexImageUserField,
+        FastpexImageLabelsField,
+        FastpexImageCompressionLevelField,
+        FastpexImageLargeLayerMbField,
+        FastpexImageSmallLayerGroupsField,
+    )
+    help = help_text(
+        """
+        An OCI container image of a `fastpex_binary`, written by `pants package` as an OCI image
+        layout directory in `dist/` and pushed by `pants publish`: the base image, one cached
+        layer per large wheel installed in a venv (byte code precompiled, nothing extracted at
+        start), grouped layers for small wheels, and the application's sources last. No Docker
+        engine is needed. A source-only change rebuilds and pushes only the last layer.
+        """
+    )
+
+
+class FastpexPythonBaseInterpreterConstraintsField(InterpreterConstraintsField):
+    help = help_text(
+        """
+        Which of this machine's CPython installs the base holds: Pants finds one that matches
+        (as for any Python process, `[python-bootstrap].search_path`). Default:
+        `[python].interpreter_constraints`. Its minor version must be the image's target Python's.
+        """
+    )
+
+
+class FastpexPythonBase(Target):
+    alias = "fastpex_python_base"
+    core_fields = (*COMMON_TARGET_FIELDS, FastpexPythonBaseInterpreterConstraintsField)
+    help = help_text(
+        """
+        A minimal base image for `fastpex_image` (its `base` field names this target), made by the
+        build: a local CPython install matching `interpreter_constraints` and the shared libraries
+        it needs, as an OCI layout. No registry or Docker engine involved. For production, prefer
+        a registry base pinned by digest.
         """
     )

@@ -180,6 +180,29 @@ class FastpexSubsystem(PythonToolBase):
         default=False,
         help="Build from the warm artifact store only; fail if an artifact is missing.",
     )
+    publish_env_vars = StrListOption(
+        default=["DOCKER_CONFIG", "HOME", "NETRC"],
+        help=softwrap(
+            """
+            The environment `pants publish` gives fastpex's image push, besides `env_vars`
+            (`NAME` to copy it from Pants' environment, `NAME=value` to set it), as the docker
+            backend's `[docker].env_vars`: registry credentials come from `$DOCKER_CONFIG/config.json`
+            (else `$HOME/.docker/config.json`) `auths`, or from `$NETRC` (else `$HOME/.netrc`).
+            The push sees nothing else of the environment; it is never cached, and credentials
+            never reach a log line.
+            """
+        ),
+    )
+    insecure_registries = StrListOption(
+        default=[],
+        help=softwrap(
+            """
+            Registries (`HOST[:PORT]`) that `pants package` (pulling a base) and `pants publish`
+            may reach over plain HTTP. Loopback registries (`127.0.0.1`, `localhost`, `[::1]`)
+            are always allowed; every other registry needs HTTPS.
+            """
+        ),
+    )
     reuse_unchanged_locks = BoolOption(
         default=True,
         help=softwrap(

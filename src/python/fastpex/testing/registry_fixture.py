@@ -209,3 +209,85 @@ class DockerRegistry:
         if not root.is_dir():
             return 0
         return sum(path.stat().st_size for path in root.rglob("data") if path.is_file())
+
+
+# -- small images to push ----------------------------------------------------------------------
+def _layer_bytes(files: "dict[str, bytes]") -> bytes:
+    """A reproducible gzipped tar of `files` (path -> content; mtime 0, root-owned, 0644)."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size = len(files[name])
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+def write_test_image(
+    layout_dir: Path,
+    tag: Optional[str],
+    layers: "list[dict[str, bytes]]",
+    *,
+    os_name: str = "linux",
+    architecture: str = "amd64",
+    add_to_index: bool = True,
+) -> "tuple[str, int, list[str]]":
+    """Write an image (config + manifest + gzipped layers) into an OCI layout with
+    `fastpex.core.image.oci.OciLayout`; tag it in index.json when `add_to_index`. Returns the
+    manifest's (digest, size) and the layer digests. Same input, same digests."""
+    import gzip
+    import hashlib
+
+    from fastpex.core.image.oci import (
+        MEDIA_TYPE_CONFIG,
+        MEDIA_TYPE_LAYER_GZIP,
+        MEDIA_TYPE_MANIFEST,
+        REF_NAME_ANNOTATION,
+        Descriptor,
+        OciLayout,
+        Platform,
+        canonical_json,
+    )
+
+    layout = OciLayout(layout_dir)
+    layer_descriptors = []
+    diff_ids = []
+    for files in layers:
+        blob = _layer_bytes(files)
+        digest, size = layout.add_blob_bytes(blob)
+        layer_descriptors.append({"mediaType": MEDIA_TYPE_LAYER_GZIP, "digest": digest, "size": size})
+        diff_ids.append("sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest())
+    config = canonical_json(
+        {
+            "architecture": architecture,
+            "os": os_name,
+            "config": {"Env": ["PATH=/usr/bin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    )
+    config_digest, config_size = layout.add_blob_bytes(config)
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_MANIFEST,
+            "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": layer_descriptors,
+        }
+    )
+    digest, size = layout.add_blob_bytes(manifest)
+    if add_to_index:
+        existing = layout.read_index() if layout.exists() else []
+        entry = Descriptor(
+            MEDIA_TYPE_MANIFEST,
+            digest,
+            size,
+            {REF_NAME_ANNOTATION: tag} if tag else {},
+            Platform(os_name, architecture),
+        )
+        layout.write_index([e for e in existing if not tag or e.ref_name != tag] + [entry])
+    return digest, size, [str(d["digest"]) for d in layer_descriptors]

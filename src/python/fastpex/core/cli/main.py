@@ -15,6 +15,7 @@ SUBCOMMANDS: Dict[str, str] = {
     "fetch": "fastpex.core.cli.fetch",
     "pack": "fastpex.core.cli.pack",
     "build": "fastpex.core.cli.build",
+    "push": "fastpex.core.cli.push",
 }
 
 USAGE = "usage: python -m fastpex {" + ",".join(SUBCOMMANDS) + "} [options]  (--help on each)"

@@ -1,0 +1,125 @@
+"""Push and pull through an auth front (testing/token_server.py) on the real registry:
+Bearer tokens and Basic, credentials from config.json or .netrc, and no secret in any error."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fastpex.core.image.oci import OciLayout
+from fastpex.core.image.registry import (
+    RegistryAuthError,
+    RegistryOptions,
+    parse_reference,
+    pull_to_layout,
+    push_layout,
+)
+from fastpex.testing.registry_fixture import DockerRegistry, write_test_image
+from fastpex.testing.token_server import AuthFront
+
+USER, PASSWORD = "ci-bot", "pa55-w0rd-not-in-logs"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[DockerRegistry]:
+    with DockerRegistry(tmp_path / "registry") as running:
+        yield running
+
+
+def _docker_config(tmp_path: Path, host: str, password: str = PASSWORD) -> Path:
+    directory = tmp_path / "docker-config"
+    directory.mkdir(exist_ok=True)
+    encoded = base64.b64encode(f"{USER}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": encoded}}}))
+    return directory
+
+
+def _netrc(tmp_path: Path, password: str = PASSWORD) -> Path:
+    path = tmp_path / "netrc"
+    path.write_text(f"machine 127.0.0.1 login {USER} password {password}\n")
+    path.chmod(0o600)
+    return path
+
+
+def _round_trip(tmp_path: Path, front: AuthFront, options: RegistryOptions) -> None:
+    layout = tmp_path / "layout"
+    digest, _, _ = write_test_image(layout, "v1", [{"a.txt": b"hello"}])
+    ref = parse_reference(f"{front.address}/team/app:v1")
+    pushed = push_layout(layout, ref, tag_in_layout="v1", options=options)
+    assert pushed.uploaded_blobs == 2 and pushed.manifest_digest == digest
+    again = push_layout(layout, ref, tag_in_layout="v1", options=options)
+    assert again.uploaded_blobs == 0 and again.skipped_blobs == 2
+    pulled = pull_to_layout(ref, tmp_path / "pulled", platform=None, options=options)
+    assert pulled.digest == digest and OciLayout(tmp_path / "pulled").find("v1").digest == digest
+
+
+def test_bearer_tokens_with_docker_config_auths(tmp_path: Path, registry: DockerRegistry) -> None:
+    with AuthFront(registry.address, mode="bearer", users={USER: PASSWORD}) as front:
+        options = RegistryOptions(docker_config=_docker_config(tmp_path, front.address), netrc=tmp_path / "none")
+        _round_trip(tmp_path, front, options)
+        schemes = {entry.auth_scheme for entry in front.log if entry.path.startswith("/v2/team/")}
+        assert "bearer" in schemes and "basic" not in schemes
+        assert ("repository:team/app:pull,push",) in front.token_requests
+        # Tokens are cached per scope: one per push scope and per pull scope, not one per request.
+        assert len(front.token_requests) <= 3, front.token_requests
+
+
+def test_bearer_access_token_key_and_netrc(tmp_path: Path, registry: DockerRegistry) -> None:
+    with AuthFront(registry.address, mode="bearer", users={USER: PASSWORD}, token_key="access_token") as front:
+        options = RegistryOptions(docker_config=tmp_path / "no-config", netrc=_netrc(tmp_path))
+        _round_trip(tmp_path, front, options)
+
+
+def test_basic_with_netrc(tmp_path: Path, registry: DockerRegistry) -> None:
+    with AuthFront(registry.address, mode="basic", users={USER: PASSWORD}) as front:
+        options = RegistryOptions(docker_config=tmp_path / "no-config", netrc=_netrc(tmp_path))
+        _round_trip(tmp_path, front, options)
+        assert {e.auth_scheme for e in front.log if e.status < 300 and e.path.startswith("/v2/team/")} == {"basic"}
+
+
+@pytest.mark.parametrize("mode", ["bearer", "basic"])
+def test_wrong_credentials_are_a_clear_error_without_the_secret(tmp_path: Path, registry: DockerRegistry, mode: str) -> None:
+    wrong = "wr0ng-secret-value"
+    layout = tmp_path / "layout"
+    write_test_image(layout, "v1", [{"a.txt": b"hello"}])
+    with AuthFront(registry.address, mode=mode, users={USER: PASSWORD}) as front:
+        options = RegistryOptions(docker_config=_docker_config(tmp_path, front.address, wrong), netrc=tmp_path / "none")
+        with pytest.raises(RegistryAuthError) as raised:
+            push_layout(layout, parse_reference(f"{front.address}/team/app:v1"), tag_in_layout="v1", options=options)
+    text = f"{raised.value} {raised.value!r} {raised.value.__dict__!r}"
+    encoded = base64.b64encode(f"{USER}:{wrong}".encode()).decode()
+    assert wrong not in text and encoded not in text and PASSWORD not in text
+    assert "refused the credentials" in str(raised.value) and "config.json" in str(raised.value)
+    assert registry.blob_digests() == []
+
+
+def test_no_credentials_or_only_a_helper(tmp_path: Path, registry: DockerRegistry) -> None:
+    layout = tmp_path / "layout"
+    write_test_image(layout, "v1", [{"a.txt": b"hello"}])
+    with AuthFront(registry.address, mode="bearer", users={USER: PASSWORD}) as front:
+        ref = parse_reference(f"{front.address}/team/app:v1")
+        bare = RegistryOptions(docker_config=tmp_path / "no-config", netrc=tmp_path / "none")
+        with pytest.raises(RegistryAuthError, match="give credentials"):
+            push_layout(layout, ref, tag_in_layout="v1", options=bare)
+        helper_dir = tmp_path / "helper"
+        helper_dir.mkdir()
+        (helper_dir / "config.json").write_text(json.dumps({"credsStore": "desktop"}))
+        helper = RegistryOptions(docker_config=helper_dir, netrc=tmp_path / "none")
+        with pytest.raises(RegistryAuthError, match="credential helpers are not supported"):
+            push_layout(layout, ref, tag_in_layout="v1", options=helper)
+
+
+def test_anonymous_pull_tokens_need_no_credentials(tmp_path: Path, registry: DockerRegistry) -> None:
+    layout = tmp_path / "layout"
+    digest, _, _ = write_test_image(layout, "v1", [{"a.txt": b"public"}])
+    push_layout(layout, parse_reference(f"{registry.address}/pub/app:v1"), tag_in_layout="v1", options=RegistryOptions())
+    with AuthFront(registry.address, mode="bearer", users={USER: PASSWORD}, anonymous_pull=True) as front:
+        options = RegistryOptions(docker_config=tmp_path / "no-config", netrc=tmp_path / "none")
+        pulled = pull_to_layout(parse_reference(f"{front.address}/pub/app:v1"), tmp_path / "out", platform=None, options=options)
+        assert pulled.digest == digest
+        with pytest.raises(RegistryAuthError, match="needs credentials"):
+            push_layout(layout, parse_reference(f"{front.address}/pub/app:v2"), tag_in_layout="v1", options=options)

@@ -171,18 +171,19 @@ class FastpexImageRepositoryField(StringField):
     help = help_text(
         """
         Where `pants publish` pushes the image: `HOST[:PORT]/REPO`, without a tag (tags come from
-        `tags`). Plain HTTP is used only for loopback registries or those in
+        `image_tags`). Plain HTTP is used only for loopback registries or those in
         `[fastpex].insecure_registries`. Unset: `publish` skips this image.
         """
     )
 
 
 class FastpexImageTagsField(StringSequenceField):
-    alias = "tags"
+    # Not `tags`: every target has Pants' own `tags` field (labels for filtering targets).
+    alias = "image_tags"
     default = ("latest",)
     help = help_text(
         """
-        The tags `pants publish` pushes the image under (`repository:tag` for each). The first
+        The image tags `pants publish` pushes the image under (`repository:tag` for each). The first
         one also names the image inside the OCI layout in `dist/` (its
         `org.opencontainers.image.ref.name`), e.g. for `umoci unpack --image DIR:TAG` or
         `skopeo copy oci:DIR:TAG ...`.

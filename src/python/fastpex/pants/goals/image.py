@@ -94,7 +94,7 @@ def checked_tags(address: Address, tags: Iterable[str]) -> Tuple[str, ...]:
             raise FastpexImageError(
                 softwrap(
                     f"""
-                    The `tags` field of {address} has `{tag}`, which is not a valid tag: up to
+                    The `image_tags` field of {address} has `{tag}`, which is not a valid tag: up to
                     128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
                     """
                 )

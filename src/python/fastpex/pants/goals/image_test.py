@@ -110,7 +110,7 @@ def rule_runner() -> RuleRunner:
                 python_sources(resolve="examples", dependencies=["3rdparty:torch"])
                 fastpex_binary(name="bin", entry_point="app.main:main", resolve="examples", dependencies=[":app"], args=["--port", "80"])
                 fastpex_python_base(name="py", interpreter_constraints=["CPython==3.11.*"])
-                fastpex_image(name="img", binary=":bin", base=":py", tags=["1.0", "latest"])
+                fastpex_image(name="img", binary=":bin", base=":py", image_tags=["1.0", "latest"])
                 fastpex_image(name="pulled", binary=":bin", base="{REGISTRY_BASE}")
                 fastpex_image(name="not-a-binary", binary=":app", base=":py")
                 fastpex_image(name="not-a-base", binary=":bin", base=":bin")
@@ -179,8 +179,8 @@ def test_defaults(rule_runner: RuleRunner) -> None:
         ("compression_level=1", {"--compress-level": "1"}, {}),
         ("large_layer_mb=64", {"--large-layer-mb": "64"}, {}),
         ("small_layer_groups=8", {"--small-layer-groups": "8"}, {}),
-        ('tags=["2.0", "stable"]', {}, {"--tag": "2.0"}),
-        ("tags=[]", {}, {"--tag": "latest"}),
+        ('image_tags=["2.0", "stable"]', {}, {"--tag": "2.0"}),
+        ("image_tags=[]", {}, {"--tag": "latest"}),
         ('image_env={"B": "2", "A": "x=1"}', {"--env": None}, {"--env": ["A=x=1", "B=2"]}),
         ('labels={"org.opencontainers.image.source": "repo"}', {}, {"--label": "org.opencontainers.image.source=repo"}),
         ('workdir="/srv"', {}, {"--workdir": "/srv"}),
@@ -277,7 +277,7 @@ def test_addresses_are_not_registry_references(address: str) -> None:
 
 def test_invalid_tag(rule_runner: RuleRunner) -> None:
     configure(rule_runner)
-    fs, _ = field_sets(rule_runner, 'base=":py", tags=["-bad"]')
+    fs, _ = field_sets(rule_runner, 'base=":py", image_tags=["-bad"]')
     with pytest.raises(FastpexImageError, match="`-bad`, which is not a valid tag"):
         fs.layout_tag()
 
@@ -340,8 +340,11 @@ def test_refused_through_the_engine(rule_runner: RuleRunner, name: str, message:
         run_package(rule_runner, name)
 
 
-def test_every_field_has_help() -> None:
+def test_every_field_has_help_and_its_own_alias() -> None:
     for target in (FastpexImage, FastpexPythonBase):
         assert target.help
         for field in target.core_fields:
             assert field.help, (target.alias, field.alias)
+        # A field may not shadow another, e.g. Pants' own `tags` on every target.
+        aliases = [field.alias for field in target.core_fields]
+        assert len(aliases) == len(set(aliases)), aliases

@@ -47,7 +47,7 @@ class FastpexImagePublishFieldSet(PublishFieldSet):
     tags: FastpexImageTagsField
 
     def checked_repository(self) -> str:
-        """`HOST[:PORT]/REPO`, without tag or digest (the tags come from `tags`)."""
+        """`HOST[:PORT]/REPO`, without tag or digest (the tags come from `image_tags`)."""
         repository = (self.repository.value or "").strip()
         name = repository.rsplit("/", 1)[-1]
         if "/" not in repository or "@" in repository or ":" in name:
@@ -55,7 +55,7 @@ class FastpexImagePublishFieldSet(PublishFieldSet):
                 softwrap(
                     f"""
                     The `repository` field of {self.address} is `{repository}`: it must be
-                    `HOST[:PORT]/REPO`, with no tag or digest (put tags in `tags`).
+                    `HOST[:PORT]/REPO`, with no tag or digest (put tags in `image_tags`).
                     """
                 )
             )
@@ -77,7 +77,7 @@ async def push_fastpex_image(request: PublishFastpexImageRequest, fastpex: Fastp
     field_set = request.field_set
     layouts = tuple(artifact.relpath for pkg in request.packages for artifact in pkg.artifacts if artifact.relpath)
     if not field_set.repository.value or not field_set.tags.value:
-        missing = "repository" if not field_set.repository.value else "tags"
+        missing = "repository" if not field_set.repository.value else "image_tags"
         return PublishProcesses(
             [PublishPackages(names=layouts, description=f"(no `{missing}` on {field_set.address})")]
         )

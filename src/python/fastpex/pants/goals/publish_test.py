@@ -41,9 +41,9 @@ def rule_runner() -> RuleRunner:
         {
             "src/app/BUILD": dedent(
                 """\
-                fastpex_image(name="img", binary=":bin", base=":py", repository="127.0.0.1:5000/team/app", tags=["1.0", "latest"])
+                fastpex_image(name="img", binary=":bin", base=":py", repository="127.0.0.1:5000/team/app", image_tags=["1.0", "latest"])
                 fastpex_image(name="local", binary=":bin", base=":py")
-                fastpex_image(name="untagged", binary=":bin", base=":py", repository="127.0.0.1:5000/app", tags=[])
+                fastpex_image(name="untagged", binary=":bin", base=":py", repository="127.0.0.1:5000/app", image_tags=[])
                 fastpex_image(name="tagged-repo", binary=":bin", base=":py", repository="127.0.0.1:5000/app:1.0")
                 fastpex_image(name="no-host", binary=":bin", base=":py", repository="app")
                 """
@@ -54,6 +54,7 @@ def rule_runner() -> RuleRunner:
 
 
 def processes(rule_runner: RuleRunner, name: str, *options: str) -> Tuple[Tuple[str, ...], Tuple[InteractiveProcess, ...]]:
+    """The published names and the push processes for `src/app:<name>`'s packaged layout."""
     rule_runner.set_options(list(options), env=ENV)
     field_set = FastpexImagePublishFieldSet.create(rule_runner.get_target(Address("src/app", target_name=name)))
     layout = f"src.app/{name}"
@@ -75,10 +76,11 @@ def test_one_push_per_tag(rule_runner: RuleRunner) -> None:
     assert second.process.argv[script_args:] == (
         "push", "--layout", "src.app/img", "--tag", "1.0", "--to", "127.0.0.1:5000/team/app:latest",
     )  # fmt: skip
+    layout = rule_runner.make_snapshot({"src.app/img/index.json": "{}", "src.app/img/oci-layout": "{}"}).digest
     for interactive in (first, second):
+        # The packaged layout is the push's input, in a sandbox: it never reads dist/.
         assert not interactive.run_in_workspace
-        # The packaged layout is the push's input: it never reads dist/.
-        assert interactive.process.input_digest is not None
+        assert interactive.process.input_digest == layout
 
 
 def test_the_push_sees_only_the_environment_it_is_given(rule_runner: RuleRunner) -> None:
@@ -102,7 +104,7 @@ def test_insecure_registries(rule_runner: RuleRunner) -> None:
     assert "--insecure-registry" not in push.process.argv
 
 
-@pytest.mark.parametrize("name, missing", [("local", "repository"), ("untagged", "tags")])
+@pytest.mark.parametrize("name, missing", [("local", "repository"), ("untagged", "image_tags")])
 def test_skipped_without_repository_or_tags(rule_runner: RuleRunner, name: str, missing: str) -> None:
     rule_runner.set_options([], env=ENV)
     field_set = FastpexImagePublishFieldSet.create(rule_runner.get_target(Address("src/app", target_name=name)))

@@ -7,7 +7,9 @@ a token for the scopes asked, after checking Basic credentials (anonymous tokens
 rights only, when `anonymous_pull`). In `basic` mode every request needs Basic credentials.
 Authorized requests are forwarded to the registry (the `Host` header kept, so the registry's
 `Location`s point back here). `corrupt_blobs=True` flips a byte in every blob body it relays:
-the hostile middlebox for digest-verification tests. Every request is recorded.
+the hostile middlebox for digest-verification tests; `truncate_blobs=True` hangs up halfway
+through each; `fail_uploads=N` answers the first N blob-upload PUTs with 503. Every request is
+recorded.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class AuthFront:
         users: Optional[Mapping[str, str]] = None,
         anonymous_pull: bool = False,
         corrupt_blobs: bool = False,
+        truncate_blobs: bool = False,
+        fail_uploads: int = 0,
         token_key: str = "token",
     ) -> None:
         if mode not in ("bearer", "basic", "none"):
@@ -56,6 +60,8 @@ class AuthFront:
         self.users = dict(users or {})
         self.anonymous_pull = anonymous_pull
         self.corrupt_blobs = corrupt_blobs
+        self.truncate_blobs = truncate_blobs  # send half of each blob body, then hang up
+        self.fail_uploads = fail_uploads  # answer the first N blob-upload PUTs with 503
         self.token_key = token_key  # "token", "access_token" or "both"
         self.tokens: Dict[str, Set[Tuple[str, str]]] = {}  # token -> {(repository, action)}
         self.log: List[FrontRequest] = []
@@ -201,6 +207,12 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
                 if needed is not None and needed not in granted:
                     self._unauthorized(scope, scheme, "insufficient_scope")
                     return
+            if front.fail_uploads > 0 and self.command == "PUT" and "/blobs/uploads/" in self.path:
+                with front._lock:
+                    front.fail_uploads -= 1
+                self._drain()
+                self._reply(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}', {}, scheme)
+                return
             self._forward(scheme)
 
         def _forward(self, scheme: str) -> None:
@@ -228,7 +240,17 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
                 whole = response.read()  # a chunked answer: relay it with a length
                 self.send_header("Content-Length", str(len(whole)))
             self.end_headers()
-            corrupt = front.corrupt_blobs and self.command == "GET" and "/blobs/sha256:" in self.path
+            blob_get = self.command == "GET" and "/blobs/sha256:" in self.path
+            corrupt = front.corrupt_blobs and blob_get
+            if front.truncate_blobs and blob_get and whole is None:
+                half = int(response.getheader("Content-Length") or 0) // 2
+                self.wfile.write(response.read(half))
+                self.wfile.flush()
+                self.close_connection = True
+                response.close()
+                upstream.close()
+                front.record(FrontRequest(self.command, self.path, response.status, scheme))
+                return
             if whole is not None:
                 self.wfile.write(whole)
             elif self.command != "HEAD":

@@ -196,3 +196,40 @@ def test_plain_http_only_for_loopback_and_named_registries() -> None:
     assert plain_http_allowed("registry.example.com:5000", ("registry.example.com",))
     assert not plain_http_allowed("registry.example.com:5000", ("registry.example.com:6000",))
     assert not plain_http_allowed("10.0.0.1", ())
+
+
+def test_cross_repository_mount_uploads_nothing(tmp_path: Path, registry: DockerRegistry) -> None:
+    layout = tmp_path / "layout"
+    write_test_image(layout, "v1", _app_layers(b"print('mount')\n"))
+    push_layout(layout, parse_reference(f"{registry.address}/team/base:v1"), tag_in_layout="v1", options=OPTIONS)
+    mark = registry.mark()
+    mounting = RegistryOptions(mount_from=("team/base",))
+    result = push_layout(layout, parse_reference(f"{registry.address}/team/other:v1"), tag_in_layout="v1", options=mounting)
+    assert (result.mounted_blobs, result.uploaded_blobs, result.skipped_blobs) == (3, 0, 3)
+    after = registry.requests_since(mark)
+    assert [r.status for r in after if r.method == "POST"] == [201, 201, 201]
+    assert all("mount=" in r.path for r in after if r.method == "POST")
+    assert not [r for r in after if r.method == "PUT" and "/blobs/" in r.path]
+    _skopeo("inspect", "--tls-verify=false", f"docker://{registry.address}/team/other:v1")
+
+
+def test_transient_upload_failures_are_retried(tmp_path: Path, registry: DockerRegistry) -> None:
+    layout = tmp_path / "layout"
+    digest, _, _ = write_test_image(layout, "v1", [{"a": b"retry me"}])
+    with AuthFront(registry.address, mode="none", fail_uploads=1) as front:
+        result = push_layout(layout, parse_reference(f"{front.address}/app:v1"), tag_in_layout="v1", options=OPTIONS)
+        puts = [e.status for e in front.log if e.method == "PUT" and "/blobs/uploads/" in e.path]
+    assert result.uploaded_blobs == 2 and sorted(puts) == [201, 201, 503]
+    assert json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry.address}/app:v1"))["Digest"] == digest
+
+
+def test_a_connection_broken_mid_blob_is_retried_then_fails_leaving_nothing(tmp_path: Path, registry: DockerRegistry) -> None:
+    layout = tmp_path / "layout"
+    _, _, layers = write_test_image(layout, "v1", [{"big.bin": bytes(range(256)) * 4096}])
+    push_layout(layout, parse_reference(f"{registry.address}/app:v1"), tag_in_layout="v1", options=OPTIONS)
+    with AuthFront(registry.address, mode="none", truncate_blobs=True) as front:
+        with pytest.raises(OperationalError):
+            pull_to_layout(parse_reference(f"{front.address}/app:v1"), tmp_path / "out" / "l", platform=None, options=OPTIONS)
+        layer_gets = [e for e in front.log if e.method == "GET" and e.path.endswith(layers[0])]
+    assert len(layer_gets) == 3  # _BLOB_ATTEMPTS
+    assert not (tmp_path / "out" / "l").exists() and list((tmp_path / "out").iterdir()) == []

@@ -145,7 +145,10 @@ def test_a_multi_platform_index_pushes_children_first_and_pulls_the_right_platfo
         pull_to_layout(ref, tmp_path / "none", platform=None, options=OPTIONS)
     with pytest.raises(PlatformNotFoundError, match="no image for linux/s390x"):
         pull_to_layout(ref, tmp_path / "s390x", platform=Platform("linux", "s390x"), options=OPTIONS)
-    assert not (tmp_path / "none").exists() and not (tmp_path / "s390x").exists()
+    single = parse_reference(f"{registry.address}/multi/app@{arm64}")
+    with pytest.raises(PlatformNotFoundError, match="is an image for linux/arm64, not linux/amd64"):
+        pull_to_layout(single, tmp_path / "wrong", platform=Platform("linux", "amd64"), options=OPTIONS)
+    assert not (tmp_path / "none").exists() and not (tmp_path / "s390x").exists() and not (tmp_path / "wrong").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

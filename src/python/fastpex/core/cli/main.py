@@ -16,6 +16,8 @@ SUBCOMMANDS: Dict[str, str] = {
     "pack": "fastpex.core.cli.pack",
     "build": "fastpex.core.cli.build",
     "push": "fastpex.core.cli.push",
+    "image": "fastpex.core.cli.image",
+    "image-base": "fastpex.core.cli.image_base",
 }
 
 USAGE = "usage: python -m fastpex {" + ",".join(SUBCOMMANDS) + "} [options]  (--help on each)"

@@ -20,15 +20,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fastpex.core.errors import OperationalError, UserError
 from fastpex.core.pack.sdist import Interpreter, SdistBuildError, inspect_interpreter
 
-# Reads {"wheel", "out", "items": [[member, dfile], ...]}; writes out/<i>.pyc for each item that
-# compiles (a file that doesn't, e.g. a Python 2 leftover, is skipped as pip's compileall does).
+# Reads {"wheel", "out", "items": [[member, dfile], ...]} (`wheel` null: members are file paths);
+# writes out/<i>.pyc for each item that compiles (a file that doesn't, e.g. a Python 2 leftover,
+# is skipped as pip's compileall does).
 _COMPILER = r"""
 import importlib._bootstrap_external as be, importlib.util, json, os, sys, warnings, zipfile
 warnings.simplefilter("ignore")
 request = json.load(sys.stdin)
-with zipfile.ZipFile(request["wheel"]) as zf:
+zf = zipfile.ZipFile(request["wheel"]) if request["wheel"] else None
+if True:
     for i, (member, dfile) in enumerate(request["items"]):
-        source = zf.read(member)
+        if zf is not None:
+            source = zf.read(member)
+        else:
+            with open(member, "rb") as fp:
+                source = fp.read()
         try:
             code = compile(source, dfile, "exec", dont_inherit=True, optimize=0)
         except (SyntaxError, ValueError):
@@ -49,8 +55,9 @@ class Compiler:
     def version(self) -> str:
         return self.interpreter.version
 
-    def compile_members(self, wheel: str, items: Sequence[Tuple[str, str]]) -> Dict[int, bytes]:
-        """Compile wheel members (member, dfile: the path tracebacks show); index -> pyc bytes."""
+    def compile_members(self, wheel: Optional[str], items: Sequence[Tuple[str, str]]) -> Dict[int, bytes]:
+        """Compile wheel members (member, dfile: the path tracebacks show), or files when
+        `wheel` is None; index -> pyc bytes."""
         if not items:
             return {}
         out = Path(tempfile.mkdtemp(prefix="fastpex-pyc-"))
@@ -58,7 +65,7 @@ class Compiler:
         env["PYTHONHASHSEED"] = "0"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         try:
-            request = json.dumps({"wheel": os.path.abspath(wheel), "out": str(out), "items": [list(i) for i in items]})
+            request = json.dumps({"wheel": os.path.abspath(wheel) if wheel else None, "out": str(out), "items": [list(i) for i in items]})
             proc = subprocess.run(
                 [self.interpreter.path, "-s", "-S", "-B", "-c", _COMPILER],
                 input=request.encode("utf-8"),
@@ -68,7 +75,7 @@ class Compiler:
             )
             if proc.returncode != 0:
                 raise OperationalError(
-                    f"Compiling the byte code of `{os.path.basename(wheel)}` with `{self.interpreter.path}` failed "
+                    f"Compiling the byte code of `{os.path.basename(wheel) if wheel else 'the sources'}` with `{self.interpreter.path}` failed "
                     f"(exit {proc.returncode}): {proc.stderr.decode('utf-8', 'replace')[-2000:]}"
                 )
             results: Dict[int, bytes] = {}

@@ -158,10 +158,15 @@ def descriptor_for_bytes(media_type: str, data: bytes, **kwargs: Any) -> Descrip
 
 
 class OciLayout:
-    """An OCI image layout directory (created on first write)."""
+    """An OCI image layout directory (created on first write).
 
-    def __init__(self, path: Path) -> None:
+    `write_marker=False` writes blobs without the `oci-layout` file: a partial output (the
+    dependency layers of `fastpex image --part deps`) that another part completes.
+    """
+
+    def __init__(self, path: Path, *, write_marker: bool = True) -> None:
         self.path = Path(path)
+        self.write_marker = write_marker
 
     @property
     def blobs_dir(self) -> Path:
@@ -180,7 +185,7 @@ class OciLayout:
     def _ensure(self) -> None:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         marker = self.path / "oci-layout"
-        if not marker.exists():
+        if self.write_marker and not marker.exists():
             write_bytes_atomically(marker, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
 
     def add_blob_bytes(self, data: bytes, *, expected_digest: Optional[str] = None) -> Tuple[str, int]:

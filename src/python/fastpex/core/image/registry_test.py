@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Iterator, List
 
@@ -236,3 +237,19 @@ def test_a_connection_broken_mid_blob_is_retried_then_fails_leaving_nothing(tmp_
         layer_gets = [e for e in front.log if e.method == "GET" and e.path.endswith(layers[0])]
     assert len(layer_gets) == 3  # _BLOB_ATTEMPTS
     assert not (tmp_path / "out" / "l").exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_pull_of_a_docker_v2_manifest(tmp_path: Path, registry: DockerRegistry) -> None:
+    source = tmp_path / "source"
+    write_test_image(source, "v1", [{"etc/docker.txt": b"docker media types\n"}])
+    _skopeo("copy", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{source}:v1", f"docker://{registry.address}/d/img:v1")
+    pulled = tmp_path / "pulled"
+    entry = pull_to_layout(parse_reference(f"{registry.address}/d/img:v1"), pulled, platform=Platform("linux", "amd64"), options=OPTIONS)
+    assert entry.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    remote = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{registry.address}/d/img:v1"))["Digest"]
+    assert entry.digest == remote
+    # umoci reads only OCI media types: check the layer's content directly.
+    manifest = json.loads(OciLayout(pulled).read_blob(entry.digest))
+    with tarfile.open(OciLayout(pulled).blob_path(manifest["layers"][0]["digest"])) as layer:
+        member = layer.extractfile("etc/docker.txt")
+        assert member is not None and member.read() == b"docker media types\n"

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from fastpex.core.lock.errors import ResolveError
+from fastpex.core.lock.parsed import requirement
 from fastpex.core.lock.runner import ReportItem, TargetReport
 from fastpex.core.lock.sources import PackageSource
 from fastpex.core.model import (
@@ -37,10 +38,11 @@ logger = logging.getLogger("fastpex.core.lock.resolve")
 def _parsed_requires_dist(item: ReportItem) -> List[Requirement]:
     out = []
     for raw in item.requires_dist:
-        try:
-            out.append(Requirement(raw))
-        except InvalidRequirement:
+        req = requirement(raw)
+        if req is None:
             logger.warning("ignoring invalid Requires-Dist `%s` of %s", raw, item.name)
+        else:
+            out.append(req)
     return out
 
 
@@ -60,9 +62,8 @@ def _packages_for(report: TargetReport, requirements: Sequence[Requirement]) -> 
         active = visited.get(item.name, frozenset(item.requested_extras))
         deps = set()
         for raw in item.requires_dist:
-            try:
-                req = Requirement(raw)
-            except InvalidRequirement:
+            req = requirement(raw)
+            if req is None:
                 continue
             dep = canonicalize_name(req.name)
             if dep in items and marker_holds(req.marker, env, active):

@@ -28,7 +28,6 @@ import email.message
 import email.parser
 import email.policy
 import enum
-import functools
 import hashlib
 import tarfile
 import threading
@@ -38,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Union
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from fastpex.core.errors import HashMismatchError, OperationalError
+from fastpex.core.lock.parsed import requirement
 from fastpex.core.net.index import ProjectFile, dist_name_version
 from fastpex.core.util.urls import redact
 from fastpex.core.util.zipmeta import ZipEntry, ZipFormatError
@@ -430,17 +429,13 @@ def unconditional_dependencies(metadata: bytes) -> List[str]:
     return [name for name in names if name is not None]
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def _unconditional_name(raw: str) -> Optional[str]:
     """The normalized name a Requires-Dist line requires, unless it depends on an extra (or
-    does not parse). Memoized: the same lines recur across versions, wheels and targets."""
-    try:
-        requirement = Requirement(raw)
-    except InvalidRequirement:
+    does not parse)."""
+    parsed = requirement(raw)
+    if parsed is None or (parsed.marker is not None and "extra" in str(parsed.marker)):
         return None
-    if requirement.marker is not None and "extra" in str(requirement.marker):
-        return None
-    return canonicalize_name(requirement.name)
+    return canonicalize_name(parsed.name)
 
 
 __all__ = [

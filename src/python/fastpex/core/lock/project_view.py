@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from packaging.version import Version
 
-from fastpex.core.net.index import ProjectFile, dist_name_version, wheel_info
+from fastpex.core.net.index import ProjectFile, parse_dist_filename
 
 __all__ = ["ProjectView", "file_token"]
 
@@ -33,37 +33,43 @@ class ProjectView:
     them that does not depend on the target. Immutable after construction except for the
     per-target memos, which only ever fill in."""
 
-    def __init__(self, name: str, files: Sequence[ProjectFile]) -> None:
+    def __init__(self, name: str, files: Sequence[ProjectFile], source_digest: Optional[str] = None) -> None:
+        """`source_digest`, when given, stands for everything `files` were made from (the raw
+        page bytes, the index, the cut-off, the find-links files): then it is the digest."""
         self.name = name
         self.files: Tuple[ProjectFile, ...] = tuple(files)
-        self.tokens: Tuple[str, ...] = tuple(file_token(f) for f in self.files)
+        self.tokens: Tuple[str, ...] = tuple([file_token(f) for f in self.files])
         # url -> token; a later file with the same URL wins (as registering them in order did)
-        self.token_by_url: Dict[str, str] = dict(zip((f.url for f in self.files), self.tokens))
+        self.token_by_url: Dict[str, str] = dict(zip([f.url for f in self.files], self.tokens))
         self._wheel_tags: List[Optional["frozenset[str]"]] = []
         versions: Dict[str, Version] = {}
         version_of: Dict[str, Optional[str]] = {}  # token -> version text
-        wheels: Dict[Version, List[Tuple[int, "frozenset[str]"]]] = {}  # non-yanked wheels
-        for i, (f, token) in enumerate(zip(self.files, self.tokens)):
-            wheel = wheel_info(f.filename) if f.filename.endswith(".whl") else None
-            self._wheel_tags.append(wheel[2] if wheel is not None else None)
-            parsed = dist_name_version(f.filename)
-            version = parsed[1] if parsed is not None else None
-            text = version_of[token] = str(version) if version is not None else None
-            if version is not None and text is not None:
-                versions.setdefault(text, version)
-                if wheel is not None and not f.yanked:
-                    wheels.setdefault(version, []).append((i, wheel[2]))
+        wheels: Dict[str, List[Tuple[int, "frozenset[str]"]]] = {}  # version text -> non-yanked wheels
+        add_tags = self._wheel_tags.append
+        for i, f in enumerate(self.files):
+            parsed = parse_dist_filename(f.filename)
+            if parsed is None:
+                version_of[self.tokens[i]] = None
+                add_tags(None)
+                continue
+            text = version_of[self.tokens[i]] = parsed.version_text
+            add_tags(parsed.tags)
+            if text is not None and parsed.version is not None:
+                if text not in versions:
+                    versions[text] = parsed.version
+                if parsed.tags is not None and not f.yanked:
+                    wheels.setdefault(text, []).append((i, parsed.tags))
         self._by_version: Dict[Optional[str], List[str]] = {}  # version text -> tokens, by URL
         for url in sorted(self.token_by_url):
             token = self.token_by_url[url]
             self._by_version.setdefault(version_of[token], []).append(token)
         self.versions: Tuple[str, ...] = tuple(sorted(versions, key=versions.__getitem__))
         self.all_sized = all(f.size is not None for f in self.files)
-        self._wheels_newest_first = [(v, wheels[v]) for v in sorted(wheels, reverse=True)]
+        self._wheels_newest_first = [wheels[v] for v in sorted(wheels, key=versions.__getitem__, reverse=True)]
         self._lock = threading.Lock()
         self._usable: Dict[Tuple[object, ...], Tuple[int, ...]] = {}
-        self._json_parts: Optional[List[Tuple[str, str]]] = None
-        self._digest: Optional[str] = None
+        self._json_parts: List[Optional[Tuple[str, str]]] = [None] * len(self.files)
+        self._digest: Optional[str] = source_digest
 
     # -- what every target shares -------------------------------------------------------------
     def tokens_of_version(self, version: Optional[str]) -> Sequence[str]:
@@ -75,7 +81,8 @@ class ProjectView:
         return list(self._by_version)
 
     def digest(self) -> str:
-        """Every file with everything pip reads of it (see `MetadataProxy.page_digest`)."""
+        """What the page tells pip (see `MetadataProxy.page_digest`): the source digest, else
+        every file with everything pip reads of it."""
         if self._digest is None:
             h = hashlib.sha256()
             for f in self.files:
@@ -132,7 +139,7 @@ class ProjectView:
         `priority` (tag -> rank, lower is better), that version's best-ranked wheel."""
         chosen: List[ProjectFile] = []
         ranks: Dict["frozenset[str]", Optional[int]] = {}
-        for _version, wheels in self._wheels_newest_first:
+        for wheels in self._wheels_newest_first:
             best: Optional[Tuple[int, int]] = None
             for i, tags in wheels:
                 rank = ranks.get(tags, -1)
@@ -151,12 +158,16 @@ class ProjectView:
         """The PEP 691 page listing `files[i] for i in indexes`, its file URLs under `base`:
         byte for byte what `proxy_http.page_body` renders, from entries serialized once."""
         parts = self._json_parts
-        if parts is None:
-            parts = self._json_parts = [_json_entry_parts(f, t) for f, t in zip(self.files, self.tokens)]
-        entries = ", ".join(parts[i][0] + base + parts[i][1] for i in indexes)
+        entries = []
+        for i in indexes:
+            part = parts[i]
+            if part is None:  # only the files some target can use are ever serialized
+                part = parts[i] = _json_entry_parts(self.files[i], self.tokens[i])
+            entries.append(part[0] + base + part[1])
+        joined = ", ".join(entries)
         meta = json.dumps({"api-version": "1.1" if self.all_sized else "1.0"})
         return (
-            f'{{"meta": {meta}, "name": {json.dumps(self.name)}, "files": [{entries}], '
+            f'{{"meta": {meta}, "name": {json.dumps(self.name)}, "files": [{joined}], '
             f'"versions": {json.dumps(list(self.versions))}}}'
         ).encode("utf-8")
 

@@ -69,3 +69,10 @@ def test_wheel_info_decides_as_packaging() -> None:
         except (InvalidWheelFilename, InvalidVersion):
             expected = None
         assert wheel_info(name) == expected, name
+
+
+def test_equal_versions_keep_their_own_text() -> None:
+    """3.2 == 3.2.0 as versions, but the lock groups files by the text pip reports."""
+    first = ProjectView("a", [ProjectFile("a-3.20.0-py3-none-any.whl", "https://x/a-3.20.0-py3-none-any.whl")])
+    second = ProjectView("b", [ProjectFile("b-3.20-py3-none-any.whl", "https://x/b-3.20-py3-none-any.whl")])
+    assert len(first.tokens_of_version("3.20.0")) == 1 and len(second.tokens_of_version("3.20")) == 1

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -390,8 +392,10 @@ class MetadataProxy:
 
     def _build_view(self, target: str, name: str, specs: Sequence[IndexSpec]) -> Optional[ProjectView]:
         files: Optional[List[ProjectFile]] = None
+        read: List[Tuple[str, Optional[str]]] = []  # (index, sha256 of the raw page or "absent")
         for spec in specs:
             page = self._upstream_page(spec, name)
+            read.append((spec.name, "absent" if page is None else page.body_sha256))
             if page is not None and page.files:
                 files = list(page.files)
                 logger.debug("%s for %s: from index `%s`", name, target, spec.name)
@@ -401,7 +405,13 @@ class MetadataProxy:
             local.extend(find_links_files(directory, name))
         if files is None and not local:
             return None
-        view = ProjectView(name, self._apply_cutoff(files or []) + local)
+        # The raw bytes of the pages read stand for what pip sees (a superset: any change to
+        # what it reads changes them), with the cut-off and the find-links files; a page
+        # without them (not from `IndexClient`) leaves the view to digest its files one by one.
+        cutoff = self.config.upload_cutoff
+        source = [name, read, cutoff.isoformat() if cutoff else None, [[f.url, f.sha256, f.size] for f in local]]
+        digest = hashlib.sha256(json.dumps(source).encode("utf-8")).hexdigest() if all(d for _, d in read) else None
+        view = ProjectView(name, self._apply_cutoff(files or []) + local, digest)
         with self._lock:
             for f, token in zip(view.files, view.tokens):
                 known = self._tokens.get(token)

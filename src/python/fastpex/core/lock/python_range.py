@@ -26,12 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from fastpex.core.lock.errors import ResolveError
+from fastpex.core.lock.parsed import requirement as parsed_requirement
 from fastpex.core.model import Lock, ResolvedPackage, Target, TargetResolve
 from fastpex.core.platforms import admitted_patches, at_lowest_admitted_patch, target_names_patch, with_python_patch
 from fastpex.core.util.deps import walk
@@ -187,10 +188,5 @@ def _contains(specifier: SpecifierSet, version: str) -> bool:
 
 
 def _requirements(raw: Sequence[str]) -> List[Requirement]:
-    out = []
-    for text in raw:
-        try:
-            out.append(Requirement(text))
-        except InvalidRequirement:
-            continue  # pip would have refused it at lock time; nothing to check here
-    return out
+    # None: pip would have refused it at lock time; nothing to check here
+    return [r for r in map(parsed_requirement, raw) if r is not None]

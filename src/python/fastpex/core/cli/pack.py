@@ -24,7 +24,7 @@ from fastpex.core.cli.run import ArgumentParser, path_argument, run
 from fastpex.core.errors import UsageError
 from fastpex.core.pack.api import PackRequest, pack
 from fastpex.core.pack.layers import WheelInput
-from fastpex.core.pack.options import DEFAULT_SHEBANG, LAYOUTS, PARTS, PexOptions
+from fastpex.core.pack.options import DEFAULT_SHEBANG, DEPS_INSTALLS, LAYOUTS, PARTS, PexOptions
 from fastpex.core.util.hashing import sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -106,6 +106,15 @@ def add_pex_options(parser: argparse.ArgumentParser) -> None:
                         help="Build only the dependencies (`deps`: bootstrap + dependency zips) or "
                              "only the application (`app`: PEX-INFO, __main__.py, sources) of a "
                              "packed or split PEX; the two merged are the whole (`all`).")
+    parser.add_argument("--deps-install", choices=DEPS_INSTALLS, default="preinstalled",
+                        help="How the PEX stores its dependencies: `preinstalled` (installed "
+                             "chroots, extracted on first start; pex's default) or `wheels` (the "
+                             "wheel files, STORED, which pex's runtime installs on first start in "
+                             "parallel; pex's --no-pre-install-wheels).")
+    parser.add_argument("--max-install-jobs", type=int, default=None, metavar="N",
+                        help="PEX-INFO's max_install_jobs: processes the first start installs "
+                             "dependencies with (1 serial, 0 one per core, -1 pex's heuristic). "
+                             "Default: 1 for preinstalled, 0 for wheels.")
     parser.add_argument("--cache-dir", metavar="DIR", type=path_argument,
                         help="fastpex cache root (default: $FASTPEX_CACHE_DIR or ~/.cache/fastpex).")
     parser.add_argument("--layer-jobs", type=int, default=None,
@@ -118,6 +127,8 @@ def pex_options_from(options: argparse.Namespace) -> PexOptions:
         raise UsageError("Use either --entry-point or --script, not both.")
     if options.layer_jobs is not None and options.layer_jobs < 1:
         raise UsageError("--layer-jobs must be at least 1.")
+    if options.max_install_jobs is not None and options.max_install_jobs < -1:
+        raise UsageError("--max-install-jobs must be -1 or greater.")
     return PexOptions(
         sources=options.sources,
         layout=options.layout,
@@ -133,6 +144,8 @@ def pex_options_from(options: argparse.Namespace) -> PexOptions:
         shebang=options.shebang,
         compress_level=options.compress_level,
         part=options.part,
+        deps_install=options.deps_install,
+        max_install_jobs=options.max_install_jobs,
     )
 
 

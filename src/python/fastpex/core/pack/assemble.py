@@ -4,7 +4,8 @@ What goes into the PEX is exactly what pex 2.x's `PEXBuilder` writes (see `pex/p
 
 * `.bootstrap/` - the pex runtime (`bootstrap`), raw-copied.
 * `.deps/<wheel file name>/` - one installed-wheel chroot per dependency (`layers.Layer`),
-  raw-copied.
+  raw-copied; or, with `deps_install="wheels"`, the file `.deps/<wheel file name>`: the wheel
+  itself, STORED (`wheel_files`), which pex's runtime installs on first start.
 * `PEX-INFO`, `__main__.py` and `__pex__/__init__.py` (`pex_info`), compressed per build.
 * the application sources (`sources`), compressed per build.
 
@@ -52,6 +53,7 @@ from fastpex.core.pack.layers import Layer, ensure_packed
 from fastpex.core.pack.options import (
     BOOTSTRAP_DIR,
     DEPS_DIR,
+    DEPS_INSTALLS,
     IMPORT_HOOK,
     LAYOUTS,
     MAIN,
@@ -292,6 +294,10 @@ def build_pex(
         raise PexBuildError("A zipapp is one file: only the packed and split layouts build in parts.")
     if not 0 <= compress_level <= 9:
         raise PexBuildError(f"The compression level must be in 0..9, got {compress_level}.")
+    if options.deps_install not in DEPS_INSTALLS:
+        raise PexBuildError(
+            f"Unknown deps_install {options.deps_install!r}; choose one of {', '.join(DEPS_INSTALLS)}."
+        )
     shebang = normalized_shebang(options.shebang)
     if "\n" in shebang:
         raise PexBuildError("The shebang must be a single line.")

@@ -108,6 +108,8 @@ class Layer:
     gui_scripts: Mapping[str, str] = field(default_factory=dict)
     scripts: Tuple[str, ...] = ()
     built: bool = field(default=False, compare=False)
+    # A whole-wheel layer (`wheel_files`): `.deps/<wheel>` is the wheel file, installed at run time.
+    is_wheel_file: bool = False
 
     @property
     def fragment_path(self) -> str:
@@ -195,6 +197,7 @@ def _load(directory: Path, built: bool = False) -> Optional[Layer]:
         gui_scripts=dict(data.get("gui_scripts", {})),
         scripts=tuple(data.get("scripts", ())),
         built=built,
+        is_wheel_file=data.get("kind") == "wheel-file",
     )
 
 # --- building ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence, Union
 
-__all__ = ["DEFAULT_SHEBANG", "LAYOUTS", "PARTS", "PexOptions", "Sources"]
+__all__ = ["DEFAULT_SHEBANG", "DEPS_INSTALLS", "LAYOUTS", "PARTS", "PexOptions", "Sources"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 # A sources directory, or `relpath -> bytes`, or no sources.
@@ -24,6 +24,10 @@ LAYOUTS = ("zipapp", "packed", "split")
 # rebuild neither re-runs nor re-captures gigabytes of unchanged dependencies. Merged, the two
 # halves are byte for byte the `all` build.
 PARTS = ("all", "deps", "app")
+# How the dependencies are stored: `preinstalled` (pex's default: each wheel's installed chroot,
+# which the runtime extracts on first start) or `wheels` (pex's `--no-pre-install-wheels`: the
+# wheel files, which the runtime installs on first start over `max_install_jobs` processes).
+DEPS_INSTALLS = ("preinstalled", "wheels")
 
 # The top-level names of a PEX (pex's `PEXBuilder` layout).
 BOOTSTRAP_DIR = ".bootstrap"
@@ -43,6 +47,10 @@ class PexOptions:
     the top-level requirements so markers pick each platform's wheels. `venv=True` makes the PEX
     install itself into a venv on first run (pex `--venv`) and, like pex, implies
     `include_tools`. `part` builds one half of a directory layout (see `PARTS`).
+    `deps_install` is how the dependencies are stored (see `DEPS_INSTALLS`); `max_install_jobs`
+    is pex's PEX-INFO setting of the same name (1: serial, N: N processes, 0: one per core,
+    -1: pex's heuristic), which the runtime uses for either storage; None picks
+    `install_jobs`' default.
     """
 
     sources: Sources = None
@@ -59,10 +67,19 @@ class PexOptions:
     strip_pex_env: bool = True
     include_tools: bool = False
     requirements: Optional[Sequence[str]] = None
-    max_install_jobs: int = 1
+    max_install_jobs: Optional[int] = None
+    deps_install: str = "preinstalled"
     shebang: str = DEFAULT_SHEBANG
     compress_level: int = 6
     part: str = "all"
+
+    @property
+    def install_jobs(self) -> int:
+        """PEX-INFO's `max_install_jobs`: as given, else pex's serial default for pre-installed
+        chroots and one job per core (0) for wheel files, which exist to be installed in parallel."""
+        if self.max_install_jobs is not None:
+            return self.max_install_jobs
+        return 0 if self.deps_install == "wheels" else 1
 
     @property
     def bootstrap_includes_tools(self) -> bool:

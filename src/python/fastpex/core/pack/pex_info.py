@@ -124,8 +124,11 @@ def render_pex_metadata(
     except Exception as e:
         raise PexBuildError(f"Invalid interpreter constraint: {e}")
     info.interpreter_selection_strategy = InterpreterSelectionStrategy.OLDEST
-    info.deps_are_wheel_files = False
-    info.max_install_jobs = options.max_install_jobs
+    info.deps_are_wheel_files = options.deps_install == "wheels"
+    try:
+        info.max_install_jobs = options.install_jobs
+    except ValueError as e:
+        raise PexBuildError(str(e))
     if entry_point:
         info.entry_point = entry_point
     if script:
@@ -138,6 +141,13 @@ def render_pex_metadata(
             raise PexBuildError(
                 f"Two different wheels are named {layer.wheel_filename} "
                 f"(sha256 {previous.wheel_sha256} and {layer.wheel_sha256})."
+            )
+        if layer.is_wheel_file != info.deps_are_wheel_files:
+            raise PexBuildError(
+                f"The layer of {layer.wheel_filename} is "
+                + ("a whole wheel" if layer.is_wheel_file else "an installed chroot")
+                + f", but the PEX stores its dependencies as {options.deps_install!r}; build the "
+                f"layers with `pack` (which picks the kind from the options)."
             )
         seen[layer.wheel_filename] = layer
         info.add_distribution(layer.wheel_filename, layer.fingerprint)

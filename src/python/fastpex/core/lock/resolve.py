@@ -146,12 +146,15 @@ def resolve(
         base_pins[target.name] = pins
 
     say(f"resolving for {len(targets)} target(s) with pip {pip.version or '?'}")
-    results = first_pass(runner, targets, base_pins, notes)
-    divergent: Dict[str, Dict[str, str]] = {}
-    if options.reconcile and len(targets) > 1:
-        results, divergent = reconcile(runner, targets, results, base_pins, options, notes)
-    else:
-        divergent = divergences(results)
+    try:
+        results = first_pass(runner, targets, base_pins, notes)
+        divergent: Dict[str, Dict[str, str]] = {}
+        if options.reconcile and len(targets) > 1:
+            results, divergent = reconcile(runner, targets, results, base_pins, options, notes)
+        else:
+            divergent = divergences(results)
+    finally:
+        runner.close()  # the warm pip, if one was started
 
     lock = merge(
         results,

@@ -24,6 +24,7 @@ from fastpex.core.lock.errors import PipError, ResolveError
 from fastpex.core.lock.pip import LAUNCHER, PipTool, clean_env, excerpt
 from fastpex.core.lock.replay import PageBoundEntries
 from fastpex.core.lock.sources import PackageSource
+from fastpex.core.lock.zygote import PipZygote, fork_available
 from fastpex.core.model import Target
 from fastpex.core.util.cache import CacheKind
 
@@ -43,6 +44,7 @@ class ResolveOptions:
     pip: Optional[PipTool] = None  # default: `ensure_pip(cache_root)`
     cache_root: Optional[Path] = None
     extra_pip_args: Tuple[str, ...] = ()
+    zygote: bool = True  # fork pip runs from one warm pip process (`zygote`) where fork exists
 
 
 
@@ -126,6 +128,7 @@ class PipRun:
     # project -> the project whose requirement made pip collect it (from pip's "Collecting X
     # (from Y)" lines), so an error can name the chain from a root to a missing project
     collected_from: Mapping[str, str] = field(default_factory=dict)
+    raw_report: Optional[Mapping[str, Any]] = None  # pip's report JSON, as it wrote it
 
     def chain_to(self, project: str) -> Tuple[str, ...]:
         """(root, ..., project) as pip collected it; just (project,) for a root or when unknown."""
@@ -227,6 +230,23 @@ class Runner:
         self.reused = 0
         self._count_lock = threading.Lock()
         self.cache = ResolutionCache(source, options.cache_root)
+        self._zygote: Optional[PipZygote] = None
+        self._zygote_lock = threading.Lock()
+
+    def _warm_pip(self) -> Optional[PipZygote]:
+        """The zygote, started on the first pip run that needs one (not for a reused run)."""
+        if not self.options.zygote or not fork_available():
+            return None
+        with self._zygote_lock:
+            if self._zygote is None:
+                self._zygote = PipZygote(self.pip)
+            return self._zygote
+
+    def close(self) -> None:
+        with self._zygote_lock:
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
 
     def command(self, target: Target, workdir: Path, constraints: Mapping[str, str]) -> List[str]:
         env = target.marker_environment
@@ -295,22 +315,13 @@ class Runner:
                 self.runs += 1
             started = time.monotonic()
             try:
-                proc = subprocess.run(
-                    cmd,
-                    env=clean_env(self.pip.pythonpath),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,  # one stream: pip's explanation follows its ERROR line
-                    text=True,
-                    timeout=self.options.timeout,
-                    cwd=str(workdir),
-                )
-            except subprocess.TimeoutExpired:
+                returncode, output = self._pip(cmd, workdir)
+            except (subprocess.TimeoutExpired, TimeoutError):
                 return PipRun(target, False, None, f"pip did not finish within {self.options.timeout:.0f} s")
             except OSError as e:
                 raise PipError(f"could not run pip with `{self.pip.python}`: {e}", target=target.name) from e
             logger.debug("pip for %s took %.2fs", target.name, time.monotonic() - started)
-            if proc.returncode != 0:
-                output = proc.stdout or ""
+            if returncode != 0:
                 missing = tuple(
                     sorted({canonicalize_name(m.group(1)) for m in _NO_VERSIONS_RE.finditer(output)})
                 )
@@ -322,11 +333,32 @@ class Runner:
                     f"pip succeeded for target `{target.name}` but wrote no readable report: {e}",
                     target=target.name,
                 ) from e
-            run = PipRun(target, True, parse_report(data, target), "")
+            run = PipRun(target, True, parse_report(data, target), "", raw_report=data)
             self.cache.store(key, target, data)
             return run
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _pip(self, cmd: Sequence[str], workdir: Path) -> Tuple[int, str]:
+        """Run `cmd` (python -c LAUNCHER target.json ARGS...): forked from the warm pip when
+        there is one, else as its own process. (exit code, stdout+stderr)."""
+        zygote = self._warm_pip()
+        if zygote is not None:
+            spec = json.loads(Path(cmd[3]).read_text())
+            done = zygote.run(spec, cmd[4:], workdir, self.options.timeout)
+            if done is not None:
+                logger.debug("pip (forked) used %.2f CPU-s", done.cpu_seconds)
+                return done.returncode, done.output
+        proc = subprocess.run(
+            cmd,
+            env=clean_env(self.pip.pythonpath),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one stream: pip's explanation follows its ERROR line
+            text=True,
+            timeout=self.options.timeout,
+            cwd=str(workdir),
+        )
+        return proc.returncode, proc.stdout or ""
 
     def run_many(self, jobs: Sequence[Tuple[Target, Mapping[str, str]]]) -> List[PipRun]:
         if not jobs:

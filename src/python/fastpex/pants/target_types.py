@@ -105,6 +105,48 @@ class FastpexIncludeToolsField(BoolField):
     )
 
 
+class FastpexDepsInstallField(StringField):
+    alias = "deps_install"
+    valid_choices = ("preinstalled", "wheels")
+    default = "preinstalled"
+    help = help_text(
+        """
+        How the PEX stores its dependencies. `preinstalled` (pex's default): each wheel's
+        installed files, which the first start with an empty `PEX_ROOT` extracts (one wheel
+        at a time unless `max_install_jobs` says otherwise). `wheels` (pex's
+        `--no-pre-install-wheels`): the wheel files themselves, stored uncompressed in the PEX
+        (they are compressed already), with `max_install_jobs` defaulting to one job per core,
+        so pex's own runtime installs them in parallel on first start. `wheels` builds faster
+        (no install at build time: a copy per wheel) and is about as large; the first start is
+        as fast as `preinstalled` with the same `max_install_jobs`, and later starts are the
+        same. Both run under pex's runtime, `PEX_TOOLS=1` included.
+        """
+    )
+
+
+class FastpexMaxInstallJobsField(IntField):
+    alias = "max_install_jobs"
+    default = None
+    help = help_text(
+        """
+        PEX-INFO's `max_install_jobs`: how many processes pex's runtime installs the
+        dependencies with on first start (1: one at a time, N: N processes, 0: one per core,
+        -1: pex's own heuristic). Applies to both `deps_install` kinds. Default: 1 for
+        `preinstalled` (pex's default), 0 for `wheels`. `PEX_MAX_INSTALL_JOBS` overrides it at
+        run time.
+        """
+    )
+
+    @classmethod
+    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
+        value = super().compute_value(raw_value, address)
+        if value is not None and value < -1:
+            raise InvalidFieldException(
+                f"The `{cls.alias}` field of {address} must be -1 or greater, not {value}."
+            )
+        return value
+
+
 class FastpexBinary(Target):
     alias = "fastpex_binary"
     core_fields = (
@@ -125,6 +167,8 @@ class FastpexBinary(Target):
         PexStripEnvField,
         PexShebangField,
         FastpexIncludeToolsField,
+        FastpexDepsInstallField,
+        FastpexMaxInstallJobsField,
     )
     help = help_text(
         """

@@ -60,9 +60,11 @@ from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.target_types import (
     FastpexBinaryDependenciesField,
     FastpexCompressionLevelField,
+    FastpexDepsInstallField,
     FastpexEntryPointField,
     FastpexIncludeToolsField,
     FastpexLayoutField,
+    FastpexMaxInstallJobsField,
     FastpexTargetsField,
 )
 from fastpex.pants.util_rules.tool import FastpexProcess
@@ -108,6 +110,8 @@ class FastpexBinaryFieldSet(PackageFieldSet):
     strip_env: PexStripEnvField
     shebang: PexShebangField
     include_tools: FastpexIncludeToolsField
+    deps_install: FastpexDepsInstallField
+    max_install_jobs: FastpexMaxInstallJobsField
 
     def output_file(self) -> str:
         return self.output_path.value_or_default(file_ending="pex")
@@ -177,6 +181,10 @@ class FastpexBinaryFieldSet(PackageFieldSet):
             argv.append("--venv")
         if self.include_tools.value:
             argv.append("--include-tools")
+        if self.deps_install.value not in (None, FastpexDepsInstallField.default):
+            argv.extend(["--deps-install", self.deps_install.value])
+        if self.max_install_jobs.value is not None:
+            argv.extend(["--max-install-jobs", str(self.max_install_jobs.value)])
         if fastpex.offline:
             argv.append("--offline")
         if python is not None:

@@ -4,17 +4,20 @@ Written by hand rather than with `tarfile`/`gzip` so that the bytes depend only 
 the compression level and zlib, never on the Python that runs the build (their header details
 have changed between releases): sorted entries, mtime 0, uid/gid 0, empty owner names, fixed
 modes, a pax `path`/`linkpath` record only for names that don't fit ustar, no pax times, no
-xattrs. gzip: no file name, mtime 0, OS 255 (unknown), so the same entries give the same
-digest on any machine with the same zlib.
+xattrs. gzip: no file name, mtime 0, OS 255 (unknown), deflated in fixed pieces (see
+`GzipLayerSink`), so the same entries give the same digest on any machine with the same zlib.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import hashlib
+import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Optional
+from typing import BinaryIO, Callable, Deque, Iterable, Optional
 
 BLOCK = 512
 GZIP_OS_UNKNOWN = 255
@@ -131,12 +134,52 @@ class LayerDigests:
     diff_id: str
 
 
+CHUNK = 4 << 20  # tar bytes per independently deflated piece
+WINDOW = 32 << 10  # deflate's window: each piece is primed with the 32 KiB before it
+
+
+def _deflate_piece(data: bytes, primer: bytes, level: int, last: bool) -> bytes:
+    if primer:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 9, zlib.Z_DEFAULT_STRATEGY, primer)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+_POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _forget_pool() -> None:
+    """A forked child has the pool object but none of its threads: it must make its own."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    return _POOL
+
+
 class GzipLayerSink:
-    """tar bytes in -> gzip bytes out to `out`, hashing both sides."""
+    """tar bytes in -> one gzip member out to `out`, hashing both sides.
+
+    The tar stream is cut into fixed `CHUNK`s, each deflated on its own (primed with the 32 KiB
+    before it, ended by a sync flush) in a thread pool, and the pieces concatenated: one valid
+    deflate stream, as pigz makes them, so one large layer (torch) uses every core. The cut
+    points depend only on the bytes, so the output is the same whatever the thread count.
+    """
 
     def __init__(self, out: BinaryIO, level: int) -> None:
         self._out = out
-        self._compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
+        self._level = level
+        self._pending = bytearray()
+        self._primer = b""
+        self._futures: Deque["concurrent.futures.Future[bytes]"] = collections.deque()
         self._crc = 0
         self._raw_size = 0
         self._tar_hash = hashlib.sha256()
@@ -151,14 +194,26 @@ class GzipLayerSink:
             self._gz_hash.update(data)
             self._gz_size += len(data)
 
+    def _drain(self, keep: int) -> None:
+        while len(self._futures) > keep:
+            self._emit(self._futures.popleft().result())
+
     def write(self, data: bytes) -> None:
         self._tar_hash.update(data)
         self._crc = zlib.crc32(data, self._crc)
         self._raw_size += len(data)
-        self._emit(self._compressor.compress(data))
+        self._pending.extend(data)
+        while len(self._pending) > CHUNK:
+            piece = bytes(self._pending[:CHUNK])
+            del self._pending[:CHUNK]
+            self._futures.append(_pool().submit(_deflate_piece, piece, self._primer, self._level, False))
+            self._primer = piece[-WINDOW:]
+            self._drain(keep=8)
 
     def finish(self) -> LayerDigests:
-        self._emit(self._compressor.flush())
+        self._futures.append(_pool().submit(_deflate_piece, bytes(self._pending), self._primer, self._level, True))
+        self._pending.clear()
+        self._drain(keep=0)
         self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self._raw_size & 0xFFFFFFFF))
         return LayerDigests(
             digest="sha256:" + self._gz_hash.hexdigest(),

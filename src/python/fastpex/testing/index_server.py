@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import email.parser
+import email.utils
 import fnmatch
 import hashlib
 import html
@@ -121,6 +122,9 @@ class IndexConfig:
     faults: Tuple[Fault, ...] = ()
     require_auth: Optional[Tuple[str, str]] = None  # (user, password) for HTTP basic auth
     chunk_size: int = 64 * 1024
+    # Validators on /simple/ pages, honoured with 304 (If-None-Match first, as RFC 9110 says,
+    # else If-Modified-Since); () sends none and ignores conditions, like this machine's PyPI.
+    page_validators: Tuple[str, ...] = ("etag", "last-modified")
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class RequestRecord:
     started: float  # time.monotonic()
     finished: float  # when the response was complete from the client's view
     faults: Tuple[str, ...]
+    conditional: bool = False  # it carried If-None-Match or If-Modified-Since
 
 
 @dataclass
@@ -154,6 +159,7 @@ class _LiveRecord:
     bytes_sent: int = 0
     finished: Optional[float] = None
     faults: List[str] = field(default_factory=list)
+    conditional: bool = False
 
     def snapshot(self) -> RequestRecord:
         return RequestRecord(
@@ -167,6 +173,7 @@ class _LiveRecord:
             started=self.started,
             finished=self.finished if self.finished is not None else time.monotonic(),
             faults=tuple(self.faults),
+            conditional=self.conditional,
         )
 
 
@@ -438,6 +445,8 @@ class IndexServer:
         self._log: List[_LiveRecord] = []
         self._in_flight_files = 0
         self._max_in_flight_files = 0
+        self._page_versions: Dict[Tuple[str, str], Tuple[str, int]] = {}  # (path, media) -> (ETag, mtime)
+        self.pages_rendered = 0  # project pages sent in full (200), the count a page cache saves
         self._stopping = threading.Event()
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -594,6 +603,25 @@ class IndexServer:
                 if live.is_file:
                     self._in_flight_files -= 1
 
+    def _page_validators(self, path: str, media: str, body: bytes) -> Dict[str, str]:
+        """ETag / Last-Modified of a page as configured; a changed body gets a Last-Modified
+        strictly later than the one before, so If-Modified-Since never hides a change."""
+        kinds = self.config.page_validators
+        if not kinds:
+            return {}
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        with self._lock:
+            known = self._page_versions.get((path, media))
+            if known is None or known[0] != etag:
+                mtime = max(int(time.time()), known[1] + 1 if known else 0)
+                known = self._page_versions[(path, media)] = (etag, mtime)
+        out = {}
+        if "etag" in kinds:
+            out["ETag"] = etag
+        if "last-modified" in kinds:
+            out["Last-Modified"] = email.utils.formatdate(known[1], usegmt=True)
+        return out
+
     @property
     def max_concurrent_file_requests(self) -> int:
         with self._lock:
@@ -641,6 +669,7 @@ class _Handler(BaseHTTPRequestHandler):
             accept=self.headers.get("Accept"),
             is_file=path.startswith("/files/"),
             started=time.monotonic(),
+            conditional=bool(self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since")),
         )
         self.index._begin(self._live)
         try:
@@ -835,7 +864,26 @@ class _Handler(BaseHTTPRequestHandler):
         if media is None:
             self._respond(406, b"not acceptable\n", "text/plain", {"Vary": "Accept"}, faults)
             return
-        self._respond(200, render(media), media, {"Vary": "Accept"}, faults)
+        body = render(media)
+        headers = {"Vary": "Accept", **self.index._page_validators(self._live.path, media, body)}
+        if self._not_modified(headers):
+            self._respond(304, b"", media, headers, faults)
+            return
+        with self.index._lock:
+            self.index.pages_rendered += 1
+        self._respond(200, body, media, headers, faults)
+
+    def _not_modified(self, validators: Mapping[str, str]) -> bool:
+        if "ETag" in validators and self.headers.get("If-None-Match") is not None:
+            tags = [t.strip() for t in self.headers["If-None-Match"].split(",")]
+            return validators["ETag"] in tags or "*" in tags
+        since = self.headers.get("If-Modified-Since")
+        if "Last-Modified" in validators and since:
+            try:
+                return email.utils.parsedate_to_datetime(since) >= email.utils.parsedate_to_datetime(validators["Last-Modified"])
+            except (TypeError, ValueError):
+                return False
+        return False
 
     def _root_page(self, media: str) -> bytes:
         projects = sorted(self.index.catalog.projects())

@@ -511,3 +511,21 @@ def test_pip_downloads_from_server(index_server: IndexServer, dists: Dists, tmp_
     page = index_server.matching("/simple/demo-pkg/")[-1]
     assert page.status == 200 and PEP691_JSON in (page.accept or "")
     assert index_server.count(f"/files/{dists.big.name}") == 1
+
+
+def test_page_validators_and_304s(index_server: IndexServer, dists: Dists) -> None:  # noqa: F811
+    path = "/simple/demo-pkg/"
+    first = raw(index_server, path, {"Accept": PEP691_JSON})
+    etag, modified = first.getheader("ETag"), first.getheader("Last-Modified")
+    first.read()
+    assert first.status == 200 and etag and modified
+    for conditions in ({"If-None-Match": etag}, {"If-Modified-Since": modified}, {"If-None-Match": f"\"x\", {etag}"}):
+        again = raw(index_server, path, {"Accept": PEP691_JSON, **conditions})
+        assert again.status == 304 and again.read() == b"" and again.getheader("ETag") == etag
+    stale = raw(index_server, path, {"Accept": PEP691_JSON, "If-None-Match": '"other"', "If-Modified-Since": modified})
+    assert stale.status == 200 and stale.read()  # a non-matching ETag wins over the date (RFC 9110)
+    assert index_server.pages_rendered == 2
+    assert [r.conditional for r in index_server.matching(path)] == [False, True, True, True, True]
+    index_server.update(page_validators=())
+    off = raw(index_server, path, {"Accept": PEP691_JSON, "If-None-Match": etag})
+    assert off.status == 200 and off.read() and off.getheader("ETag") is None and off.getheader("Last-Modified") is None

@@ -50,6 +50,7 @@ from fastpex.core.lock.metadata_store import remote_sha256
 from fastpex.core.lock.project_view import ProjectView, file_token
 from fastpex.core.lock.proxy_http import PEP691_JSON, TARGET_RE, ProxyServer, page_body, python_admitted
 from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.page_cache import PageCache
 from fastpex.core.net.index import (
     IndexClient,
     ProjectFile,
@@ -138,9 +139,6 @@ def _normalize_glob(glob: str) -> str:
     return re.sub(r"[-_.]+", "-", glob).lower()
 
 
-_token = file_token
-
-
 class MetadataProxy:
     """The proxy; use as a context manager (`with MetadataProxy(cfg) as proxy: ...`)."""
 
@@ -158,7 +156,8 @@ class MetadataProxy:
             raise ProxyConfigError(f"{e.args[0]}; set it or fix the index URL") from None
         self._own_http = http is None
         self.http = http or HttpClient(config.http, configured_indexes=self._index_urls.values())
-        self.index_client = IndexClient(self.http)
+        # pages kept between locks: asked for conditionally, never parsed twice (`net.page_cache`)
+        self.index_client = IndexClient(self.http, PageCache(config.cache_root))
         self._own_fetcher = fetcher is None
         self.fetcher = fetcher or MetadataFetcher(self.http, config.cache_root, workers=config.workers)
         self._lock = threading.Lock()
@@ -313,7 +312,7 @@ class MetadataProxy:
                 continue
             hashed = f.with_sha256(futures[f.url].result())
             with self._lock:  # later `files_for` calls see the hash too
-                self._tokens[_token(f)] = hashed
+                self._tokens[file_token(f)] = hashed
             out.append(hashed)
         return out
 

@@ -401,3 +401,28 @@ def test_dependencies_are_fetched_before_pip_asks(dists: Path, tmp_path: Path) -
             assert _wait_for(lambda: server.count("/simple/dep/") == 1 and server.count("/simple/other/") == 1)
             _page(proxy, TARGET, "dep")
             assert server.count("/simple/dep/") == 1 and server.count("/simple/app/") == 1
+
+
+@pytest.mark.parametrize("validators", [("etag", "last-modified"), ()])
+def test_a_second_lock_parses_no_unchanged_page_and_sees_a_changed_one(tmp_path: Path, validators: tuple) -> None:
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    build_wheel(dists, "dep", "1.0")
+    build_wheel(dists, "other", "1.0")
+    tags = {TARGET: ("py3-none-any",)}
+    with IndexServer(dists, IndexConfig(page_validators=validators)) as server:
+        config = ProxyConfig(indexes=(IndexSpec("main", server.simple_url),), cache_root=tmp_path / "cache", target_tags=tags)
+        with MetadataProxy(config) as proxy:
+            first = {p: [f.filename for f in proxy.page_files(TARGET, p) or []] for p in ("dep", "other")}
+            digests = {p: proxy.page_digest(TARGET, p) for p in ("dep", "other")}
+            assert proxy.index_client.stats.parsed == 2
+        build_wheel(dists, "dep", "2.0")
+        server.reset_log()
+        with MetadataProxy(config) as proxy:  # the next lock: `other` unchanged, `dep` has an upload
+            assert [f.filename for f in proxy.page_files(TARGET, "other") or []] == first["other"]
+            assert "dep-2.0-py3-none-any.whl" in [f.filename for f in proxy.page_files(TARGET, "dep") or []]
+            assert proxy.page_digest(TARGET, "other") == digests["other"] != proxy.page_digest(TARGET, "dep")
+            stats = proxy.index_client.stats
+            assert stats.parsed == 1  # only the changed page
+            assert (stats.not_modified, stats.reused) == ((1, 0) if validators else (0, 1))
+            assert all(r.conditional == bool(validators) for r in server.matching("/simple/*"))

@@ -32,6 +32,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
+from fastpex.core.net.page_cache import PageCache
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 
 __all__ = ["LockReplay", "PageBoundEntries", "StoredLock", "code_digest"]
@@ -93,6 +94,7 @@ class LockReplay:
 
     def __init__(self, material: Mapping[str, object], cache_root: Optional[Path]) -> None:
         self.entries = PageBoundEntries(CacheKind.LOCKS, cache_root)
+        self.cache_root = cache_root
         self.key = self.entries.key({"format": _FORMAT, "code": code_digest(), "inputs": material})
         self.path = self.entries.path(self.key)
 
@@ -118,7 +120,7 @@ class LockReplay:
             return None
         checks = [(index, project, digest) for index, projects in pages.items() for project, digest in projects.items()]
         http = HttpClient(http_config or HttpConfig(max_retries=1), configured_indexes=index_urls.values())
-        client = IndexClient(http)
+        client = IndexClient(http, PageCache(self.cache_root))  # a 304 is an unchanged page
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fastpex-replay") as pool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
 from packaging.tags import parse_tag
@@ -38,6 +38,9 @@ from fastpex.core.net.errors import HttpError, HttpStatusError
 from fastpex.core.net.http import HttpClient
 from fastpex.core.util.hashing import sha256_file
 from fastpex.core.util.urls import filename_from_url, redact, strip_credentials
+
+if TYPE_CHECKING:
+    from fastpex.core.net.page_cache import PageCache
 
 logger = logging.getLogger(__name__)
 
@@ -517,11 +520,26 @@ def parse_project_page(body: bytes, content_type: Optional[str], page_url: str, 
     return parse_html_page(body, page_url, project)
 
 
-class IndexClient:
-    """Fetches project pages from PEP 503/691 indexes through a shared `HttpClient`."""
+@dataclass
+class PageStats:
+    """What an `IndexClient` did per page (tests assert on it; the bench prints it)."""
 
-    def __init__(self, http: HttpClient) -> None:
+    fetched: int = 0  # 200s
+    not_modified: int = 0  # 304s answered from the page cache
+    parsed: int = 0  # bodies parsed
+    reused: int = 0  # bodies seen before: their parsed form loaded instead
+
+
+class IndexClient:
+    """Fetches project pages from PEP 503/691 indexes through a shared `HttpClient`; with a
+    `PageCache`, asks conditionally where the index gave validators and parses each distinct
+    page body once (see `page_cache`)."""
+
+    def __init__(self, http: HttpClient, pages: Optional["PageCache"] = None) -> None:
         self.http = http
+        self.pages = pages
+        self.stats = PageStats()
+        self._stats_lock = threading.Lock()
 
     def project_page(self, index_url: str, project: str) -> Optional[ProjectPage]:
         """The project's page, or None if the index does not have the project (404/410).
@@ -532,9 +550,18 @@ class IndexClient:
         fetched = self._body(index_url, project)
         if fetched is None:
             return None
-        body, content_type, final_url = fetched
+        if isinstance(fetched, ProjectPage):
+            return fetched
+        body, content_type, final_url, sha = fetched
+        page = self.pages.load(sha) if self.pages is not None else None
+        if page is not None and page.url == strip_credentials(final_url):
+            self._count("reused")
+            return page
         page = parse_project_page(body, content_type, final_url, project)
-        page = replace(page, body_sha256=hashlib.sha256(body).hexdigest())
+        page = replace(page, body_sha256=sha)
+        self._count("parsed")
+        if self.pages is not None:
+            self.pages.store(page)
         logger.debug("%s: %d files", redact(project_url(index_url, project)), len(page.files))
         return page
 
@@ -542,14 +569,34 @@ class IndexClient:
         """sha256 of the project's raw page (`ProjectPage.body_sha256`), or "absent" (404/410):
         tells whether a page changed without parsing it. Errors as `project_page`."""
         fetched = self._body(index_url, project)
-        return "absent" if fetched is None else hashlib.sha256(fetched[0]).hexdigest()
+        if fetched is None:
+            return "absent"
+        if isinstance(fetched, ProjectPage):
+            return fetched.body_sha256 or ""
+        return fetched[3]
 
-    def _body(self, index_url: str, project: str) -> Optional[Tuple[bytes, Optional[str], str]]:
+    def _count(self, what: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
+
+    def _body(self, index_url: str, project: str) -> Union[None, ProjectPage, Tuple[bytes, Optional[str], str, str]]:
+        """None (no such project), the cached page (the index answered 304 to our validators),
+        or (body, content type, final URL, sha256 of the body)."""
         url = project_url(index_url, project)
+        known = self.pages.validators(url, SIMPLE_ACCEPT) if self.pages is not None else None
+        headers = {"Accept": SIMPLE_ACCEPT, **(known.request_headers() if known is not None else {})}
         try:
-            response = self.http.get(url, headers={"Accept": SIMPLE_ACCEPT})
+            response = self.http.get(url, headers=headers)
         except HttpError as e:
             raise IndexUnreachableError(url, str(e)) from e
+        if response.status == 304 and known is not None and self.pages is not None:
+            response.close()
+            page = self.pages.load(known.body_sha256)
+            if page is not None:
+                self._count("not_modified")
+                return page
+            self.pages.remember(url, SIMPLE_ACCEPT, known.body_sha256, None, None)  # its parsed form is gone: ask again
+            return self._body(index_url, project)
         if response.status in (404, 410):
             response.close()
             return None
@@ -560,7 +607,11 @@ class IndexClient:
             body = response.read()
         except HttpError as e:
             raise IndexUnreachableError(url, str(e)) from e
-        return body, response.header("Content-Type"), response.url
+        self._count("fetched")
+        sha = hashlib.sha256(body).hexdigest()
+        if self.pages is not None:
+            self.pages.remember(url, SIMPLE_ACCEPT, sha, response.header("ETag"), response.header("Last-Modified"))
+        return body, response.header("Content-Type"), response.url, sha
 
 
 # -- find-links ------------------------------------------------------------------------------
@@ -621,6 +672,7 @@ __all__ = [
     "IndexClientError",
     "IndexPageError",
     "IndexUnreachableError",
+    "PageStats",
     "ProjectFile",
     "ProjectPage",
     "dist_name_version",

@@ -31,6 +31,7 @@ class CacheKind(enum.Enum):
     RESOLUTIONS = ("resolutions", 1, "pip reports keyed by pip's inputs, valid while its pages are")
     LOCKS = ("locks", 1, "finished locks keyed by every input, valid while the pages they read are")
     IMAGE_LAYERS = ("image-layers", 1, "installed-wheel OCI layer blobs (tar+gzip) keyed by wheel sha256s + prefix + Python + compression")
+    PAGES = ("pages", 1, "index pages: validators per page URL, each parsed page by its body's sha256")
     BUILT_WHEELS = ("built-wheels", 1, "wheels built from sdists keyed by sdist + build requirements + settings + interpreter")
 
     def __init__(self, dirname: str, version: int, description: str) -> None:

@@ -43,6 +43,13 @@ _SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "__pycache__", "site
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 _GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+# Libraries manylinux wheels may assume the system provides (PEP 599/600's policy) that the
+# interpreter itself may not link (numpy's extensions need libstdc++ and libpthread); the
+# graphics ones (libX11, libGL, glib) are left out. Those missing on the host are skipped.
+_MANYLINUX_SYSTEM_LIBRARIES = (
+    "libc.so.6", "libcrypt.so.1", "libdl.so.2", "libgcc_s.so.1", "libm.so.6", "libnsl.so.1",
+    "libpthread.so.0", "libresolv.so.2", "librt.so.1", "libstdc++.so.6", "libutil.so.1",
+)  # fmt: skip
 _INSPECT = (
     "import json, os, platform, sys, sysconfig; print(json.dumps({"
     "'executable': sys.executable, 'version': '%d.%d' % sys.version_info[:2],"
@@ -139,6 +146,18 @@ def _ldd(paths: Iterable[str]) -> Set[str]:
     return libraries
 
 
+def _manylinux_system_libraries(linked: Set[str]) -> Set[str]:
+    """The policy libraries found beside the interpreter's libc (the same multiarch directory)."""
+    directories = sorted({os.path.dirname(p) for p in linked if os.path.basename(p).startswith("libc.so")})
+    found: Set[str] = set()
+    for name in _MANYLINUX_SYSTEM_LIBRARIES:
+        for directory in directories:
+            if os.path.exists(os.path.join(directory, name)):
+                found.add(os.path.join(directory, name))
+                break
+    return found | _ldd(found) if found else found
+
+
 def _stdlib_files(stdlib: str) -> List[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(stdlib):
@@ -183,7 +202,8 @@ def build_host_base(python: str, output: Path, tag: str = "base", compress_level
     libpython = os.path.join(info["libdir"], info["ldlibrary"]) if info["ldlibrary"].endswith(".so") or ".so." in info["ldlibrary"] else ""
     if libpython and os.path.exists(libpython):
         tree.add(libpython)
-    for library in sorted(_ldd([interpreter, *shared])):
+    linked = _ldd([interpreter, *shared])
+    for library in sorted(linked | _manylinux_system_libraries(linked)):
         tree.add(library)
     tree.entries["tmp"] = TarEntry("tmp", DIRECTORY, 0o1777)
     tree.entries["root"] = TarEntry("root", DIRECTORY, 0o700)

@@ -1,13 +1,15 @@
 """Byte code for installed wheels: unchecked-hash `.pyc` files (PEP 552) made by the target's
 Python, so a first start compiles nothing and the bytes never depend on a file's mtime.
 
-One child process per wheel, compiling its modules in sorted order with a fixed hash seed:
-marshal's output depends on the process's state (object reference counts, set order), so the
-same wheel gives the same bytes only when it is compiled the same way every time.
+Fresh child processes compile a wheel's modules in sorted order, in fixed shards of 500, with
+a fixed hash seed: marshal's output can depend on the process's state (object reference
+counts, set order), so the same wheel gives the same bytes only when it is compiled the same
+way every time.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -19,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fastpex.core.errors import OperationalError, UserError
 from fastpex.core.pack.sdist import Interpreter, SdistBuildError, inspect_interpreter
+
+SHARD = 500  # modules per compiling process
 
 # Reads {"wheel", "out", "items": [[member, dfile], ...]} (`wheel` null: members are file paths);
 # writes out/<i>.pyc for each item that compiles (a file that doesn't, e.g. a Python 2 leftover,
@@ -57,9 +61,21 @@ class Compiler:
 
     def compile_members(self, wheel: Optional[str], items: Sequence[Tuple[str, str]]) -> Dict[int, bytes]:
         """Compile wheel members (member, dfile: the path tracebacks show), or files when
-        `wheel` is None; index -> pyc bytes."""
+        `wheel` is None; index -> pyc bytes.
+
+        Items are cut into fixed shards of `SHARD` (by position, so the cut never depends on
+        the machine), each compiled by a fresh process; shards run in parallel."""
         if not items:
             return {}
+        shards = [(start, list(items[start:start + SHARD])) for start in range(0, len(items), SHARD)]
+        results: Dict[int, bytes] = {}
+        workers = max(1, min(len(shards), os.cpu_count() or 1, 4))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for start, compiled in pool.map(lambda shard: (shard[0], self._compile_shard(wheel, shard[1])), shards):
+                results.update({start + i: data for i, data in compiled.items()})
+        return results
+
+    def _compile_shard(self, wheel: Optional[str], items: Sequence[Tuple[str, str]]) -> Dict[int, bytes]:
         out = Path(tempfile.mkdtemp(prefix="fastpex-pyc-"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONHASHSEED"] = "0"

@@ -27,7 +27,7 @@ from fastpex.core.image.tarball import COMPRESSION, DIRECTORY, FILE, SYMLINK, Ta
 from fastpex.core.pack.layers import WheelInput
 from fastpex.core.util.cache import CacheKind, atomic_directory, cache_dir
 
-FORMAT_VERSION = 2  # 2: deflated in fixed 4 MiB pieces
+FORMAT_VERSION = 3  # 2: deflated in fixed 4 MiB pieces; 3: byte code in shards of 500 modules
 DEFAULT_COMPRESS_LEVEL = 6
 _BLOB = "layer.tar.gz"
 _META = "layer.json"

@@ -231,3 +231,19 @@ def test_colliding_wheels_are_refused(tmp_path: Path) -> None:
     b = factory.wheel("b", "1.0", files={"shared/x.py": b"B = 1\n"})
     with pytest.raises(UserError, match="both install"):
         build_layer([_input(a), _input(b)], _settings(), tmp_path / "cache")
+
+
+def test_byte_code_shards_map_back_to_their_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import marshal
+
+    from fastpex.core.image import bytecode
+
+    monkeypatch.setattr(bytecode, "SHARD", 2)
+    files = {f"many/m{i}.py": f"VALUE = {i}\n".encode() for i in range(7)}
+    wheel = WheelFactory(tmp_path).wheel("many", "1.0", files=files)
+    layer = build_layer([_input(wheel)], _settings(), tmp_path / "cache")
+    for i in range(7):
+        pyc = _read(layer.path, f"app/venv/lib/python3.11/site-packages/many/__pycache__/m{i}.cpython-311.pyc")
+        namespace: dict = {}
+        exec(marshal.loads(pyc[16:]), namespace)
+        assert namespace["VALUE"] == i

@@ -195,6 +195,12 @@ class FastpexImageBinaryField(StringField):
     )
 
 
+class FastpexImageDependenciesField(Dependencies):
+    # The `binary` and a `fastpex_python_base` named by `base` are added by inference, so
+    # `pants dependencies` and `--changed-dependents` see them.
+    pass
+
+
 class FastpexImageBaseField(StringField):
     alias = "base"
     required = True
@@ -292,7 +298,7 @@ class FastpexImageLargeLayerMbField(_PositiveIntField):
     alias = "large_layer_mb"
     help = help_text(
         """
-        Wheels whose installed size is at least this many MB get a layer each (torch, nvidia-*);
+        Wheels that install more than this many MB get a layer each (torch, nvidia-*);
         smaller ones share grouped layers. Default: fastpex's.
         """
     )
@@ -314,6 +320,7 @@ class FastpexImage(Target):
     core_fields = (
         *COMMON_TARGET_FIELDS,
         OutputPathField,
+        FastpexImageDependenciesField,
         FastpexImageBinaryField,
         FastpexImageBaseField,
         FastpexImageRepositoryField,

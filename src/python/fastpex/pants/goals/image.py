@@ -32,7 +32,13 @@ from pants.engine.addresses import Address, Addresses, UnparsedAddressInputs
 from pants.engine.fs import EMPTY_DIGEST, Digest, MergeDigests
 from pants.engine.process import ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
-from pants.engine.target import FieldSet, WrappedTarget, WrappedTargetRequest
+from pants.engine.target import (
+    FieldSet,
+    InferDependenciesRequest,
+    InferredDependencies,
+    WrappedTarget,
+    WrappedTargetRequest,
+)
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 from pants.util.strutil import softwrap
@@ -49,6 +55,7 @@ from fastpex.pants.target_types import (
     FastpexImageBaseField,
     FastpexImageBinaryField,
     FastpexImageCompressionLevelField,
+    FastpexImageDependenciesField,
     FastpexImageEnvField,
     FastpexImageLabelsField,
     FastpexImageLargeLayerMbField,
@@ -386,5 +393,40 @@ async def package_fastpex_image(
     return BuiltPackage(digest, (BuiltPackageArtifact(field_set.output_dir()),))
 
 
+@dataclass(frozen=True)
+class FastpexImageInferenceFieldSet(FieldSet):
+    required_fields = (FastpexImageDependenciesField, FastpexImageBinaryField, FastpexImageBaseField)
+
+    dependencies: FastpexImageDependenciesField
+    binary: FastpexImageBinaryField
+    base: FastpexImageBaseField
+
+
+class InferFastpexImageDependencies(InferDependenciesRequest):
+    infer_from = FastpexImageInferenceFieldSet
+
+
+@rule(desc="Inferring a fastpex_image's dependencies on its binary and base")
+async def infer_fastpex_image_dependencies(request: InferFastpexImageDependencies) -> InferredDependencies:
+    field_set = request.field_set
+    values = [field_set.binary.value or ""]
+    base = (field_set.base.value or "").strip()
+    if base and not looks_like_registry_reference(base):
+        values.append(base)
+    addresses = await Get(
+        Addresses,
+        UnparsedAddressInputs(
+            values,
+            owning_address=field_set.address,
+            description_of_origin=f"the `binary` and `base` fields of {field_set.address}",
+        ),
+    )
+    return InferredDependencies(addresses)
+
+
 def rules():
-    return [*collect_rules(), UnionRule(PackageFieldSet, FastpexImageFieldSet)]
+    return [
+        *collect_rules(),
+        UnionRule(PackageFieldSet, FastpexImageFieldSet),
+        UnionRule(InferDependenciesRequest, InferFastpexImageDependencies),
+    ]

@@ -14,10 +14,11 @@ from pants.backend.python.target_types import PythonRequirementTarget, PythonSou
 from pants.backend.python.util_rules import python_sources
 from pants.core.goals.package import BuiltPackage
 from pants.core.target_types import rules as core_target_types_rules
-from pants.engine.addresses import Address
+from pants.engine.addresses import Address, Addresses
 from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
 from pants.engine.process import Process
 from pants.engine.rules import rule
+from pants.engine.target import DependenciesRequest
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from fastpex.pants.goals import image, package
@@ -33,7 +34,7 @@ from fastpex.pants.goals.image import (
 from fastpex.pants.goals.package import LOCK_DIR, SOURCES_DIR, FastpexBinaryFieldSet, FastpexBuildInputs
 from fastpex.pants.goals.package_test import LOCK_AND_SOURCES, LOCK_ONLY, entry, expect_args, recorded
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
-from fastpex.pants.target_types import FastpexBinary, FastpexImage, FastpexPythonBase
+from fastpex.pants.target_types import FastpexBinary, FastpexImage, FastpexImageDependenciesField, FastpexPythonBase
 from fastpex.pants.util_rules.tool import FastpexProcess
 
 LOCKFILE = "3rdparty/examples.lock"
@@ -97,6 +98,7 @@ def rule_runner() -> RuleRunner:
             QueryRule(FastpexSubsystem, []),
             QueryRule(PythonSetup, []),
             QueryRule(DigestContents, [Digest]),
+            QueryRule(Addresses, [DependenciesRequest]),
         ],
         target_types=[FastpexBinary, FastpexImage, FastpexPythonBase, PythonSourcesGeneratorTarget, PythonRequirementTarget],
     )
@@ -338,6 +340,17 @@ def test_refused_through_the_engine(rule_runner: RuleRunner, name: str, message:
     configure(rule_runner)
     with pytest.raises(Exception, match=message):
         run_package(rule_runner, name)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("img", ["src/app:bin", "src/app:py"]), ("pulled", ["src/app:bin"])],
+)
+def test_the_binary_and_a_python_base_are_dependencies(rule_runner: RuleRunner, name: str, expected: List[str]) -> None:
+    configure(rule_runner)
+    tgt = rule_runner.get_target(Address("src/app", target_name=name))
+    addresses = rule_runner.request(Addresses, [DependenciesRequest(tgt[FastpexImageDependenciesField])])
+    assert sorted(a.spec for a in addresses) == expected
 
 
 def test_every_field_has_help_and_its_own_alias() -> None:

@@ -143,7 +143,8 @@ def _place_blob(final: Path, produce: Callable[[Path], None], verify: Callable[[
     try:
         produce(tmp)
         verify(tmp)
-        os.chmod(tmp, 0o644)
+        if os.stat(tmp).st_nlink == 1:  # a hard link shares its source's mode: leave it
+            os.chmod(tmp, 0o644)
         with open(tmp, "rb+") as fp:
             os.fsync(fp.fileno())
         os.replace(tmp, final)

@@ -158,6 +158,10 @@ def test_parts_never_overlap_and_add_up_to_the_whole(locked: Tuple[Path, Path], 
     assert not set(outputs["deps"]) & set(outputs["app"])
     assert {**outputs["deps"], **outputs["app"]} == outputs["all"]
     assert "index.json" in outputs["app"] and "oci-layout" in outputs["app"]
+    # The app part alone, with the layer cache gone, rebuilds the layers there (same digests).
+    shutil.rmtree(cache / "image-layers")
+    assert _image(lockfile, cache, base, tmp_path / "app-cold", src, "--part", "app") == 0
+    assert _files(tmp_path / "app-cold") == outputs["app"]
     # A source change re-makes only the app part; the deps part is unchanged.
     (src / "app" / "extra.py").write_text("X = 1\n")
     assert _image(lockfile, cache, base, tmp_path / "deps2", src, "--part", "deps") == 0

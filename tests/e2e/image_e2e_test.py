@@ -7,7 +7,8 @@ one test that walks the whole life of an image, so Pants' start-up and the lock 
 - package: the entry point runs in the image and imports its dependency;
 - a source-only change: only the application process runs again (the dependency process is a
   Pants cache hit), the manifest digest changes, the dependency layers' digests don't;
-- publish, change, publish: the second push uploads only the new blobs (the registry's log).
+- publish, change, publish: the second push uploads only the new blobs (the registry's log);
+- the same app on a base pulled from the registry by digest.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from e2e.scratch_repo import LAUNCHER, build_dists, pants_env, pants_toml, snapshot_plugin, write_files
-from fastpex.testing.base_image import run_in_image
+from e2e.scratch_repo import LAUNCHER, build_dists, pants_env, pants_toml, python311, snapshot_plugin, write_files
+from fastpex.testing.base_image import python_base_layout, run_in_image
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.registry_fixture import DockerRegistry
 
@@ -113,6 +114,14 @@ def manifest(layout: Path) -> Dict:
     return {"digest": entry["digest"], **json.loads(blob.read_text())}
 
 
+def skopeo_digest(reference: str) -> str:
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{reference}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return str(json.loads(inspected.stdout)["Digest"])
+
+
 def layer_digests(layout: Path) -> List[str]:
     return [layer["digest"] for layer in manifest(layout)["layers"]]
 
@@ -168,11 +177,7 @@ def test_package_run_rebuild_and_publish(tmp_path: Path, index: IndexServer, reg
     assert first_push["uploaded_blobs"] == len(first_layers) + 1, first_push  # layers + config
     first_uploads = uploads(registry, mark)
     assert sum("/blobs/uploads/" in p for p in first_uploads) == len(first_layers) + 1, first_uploads
-    inspected = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.address}/team/app:{TAG}"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    assert json.loads(inspected.stdout)["Digest"] == first_manifest["digest"]
+    assert skopeo_digest(f"{registry.address}/team/app:{TAG}") == first_manifest["digest"]
 
     # A source-only change: only the application process runs again.
     write_files(repo, {"src/app/main.py": main_py("again")})
@@ -198,5 +203,25 @@ def test_package_run_rebuild_and_publish(tmp_path: Path, index: IndexServer, reg
     second_uploads = uploads(registry, mark)
     assert sum("/blobs/uploads/" in p for p in second_uploads) == 2, second_uploads
     assert sum("/manifests/" in p for p in second_uploads) == 1, second_uploads
+    assert skopeo_digest(f"{registry.address}/team/app:{TAG}") == second_manifest["digest"]
+
+    # The registry-pull path: the same app on a base pushed to the registry (by skopeo, another
+    # client) and named by digest.
+    base = python_base_layout(tmp_path / "base", python311())
+    subprocess.run(
+        ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{base}:base", f"docker://{registry.address}/base/python:3.11"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    base_digest = skopeo_digest(f"{registry.address}/base/python:3.11")
+    with open(repo / "src" / "app" / "BUILD", "a") as build:
+        pinned = f"{registry.address}/base/python:3.11@{base_digest}"
+        build.write(f'fastpex_image(name="pulled", binary=":app", base="{pinned}", image_tags=["{TAG}"], image_env={{"APP_MODE": "e2e"}})\n')
+    pants(repo, "package", "src/app:pulled")
+    pulled = repo / "dist" / "src.app" / "pulled"
+    (base_manifest,) = json.loads((base / "index.json").read_text())["manifests"]
+    base_layers = json.loads((base / "blobs" / "sha256" / base_manifest["digest"].split(":", 1)[1]).read_text())["layers"]
+    assert layer_digests(pulled)[: len(base_layers)] == [layer["digest"] for layer in base_layers]
+    assert run_image(pulled, tmp_path) == "*hello again*\n"
+
     started_lines = re.findall(r"^(\S+) \[INFO\] Starting: (.*)$", second.stderr, re.M)
     print(f"image e2e: source-only `pants package` {second_seconds:.1f} s; processes run: {started_lines}")

@@ -387,9 +387,15 @@ async def package_fastpex_image(
         Get(Digest, MergeDigests([inputs.lock, base.digest])),
         Get(Digest, MergeDigests([inputs.lock_and_sources, base.digest])),
     )
-    processes = field_set.image_processes(binary, inputs, base, deps_input, app_input, fastpex, python_setup)
-    results = await MultiGet(Get(ProcessResult, FastpexProcess, process) for process in processes)
-    digest = await Get(Digest, MergeDigests(result.output_digest for result in results))
+    deps_process, app_process = field_set.image_processes(
+        binary, inputs, base, deps_input, app_input, fastpex, python_setup
+    )
+    # One after the other: on a cold build the application part then finds every dependency
+    # layer in the named cache instead of building them a second time beside the first; after a
+    # source-only change the dependencies part is a cache hit and costs nothing.
+    deps = await Get(ProcessResult, FastpexProcess, deps_process)
+    app = await Get(ProcessResult, FastpexProcess, app_process)
+    digest = await Get(Digest, MergeDigests([deps.output_digest, app.output_digest]))
     return BuiltPackage(digest, (BuiltPackageArtifact(field_set.output_dir()),))
 
 

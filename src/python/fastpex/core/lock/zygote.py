@@ -292,6 +292,7 @@ class PipZygote:
         """Run pip with `args` for `spec` (the launcher's target.json) in `cwd`; None when the
         zygote is unavailable (the caller runs pip plainly). Raises TimeoutError after `timeout`."""
         if self._proc is None or not self._ready.wait(self.ready_timeout) or self._dead:
+            self._dead = True  # a zygote that never got ready is not waited for again
             self._log_death()
             return None
         output = cwd / "pip-output.txt"

@@ -120,7 +120,9 @@ class PageCache:
             "versions": list(page.versions) if page.versions is not None else None,
             "files": rows,
         }
-        write_bytes_atomically(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+        # No fsync: the entry is named by the sha256 it records and checked when read, so a torn
+        # one is a miss; syncing 20 MB of pages per cold lock costs more than a parse.
+        write_bytes_atomically(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"), durable=False)
 
 
 def _is_sha256(value: str) -> bool:

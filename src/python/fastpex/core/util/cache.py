@@ -146,8 +146,11 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomically(final: Union[str, Path], data: bytes) -> Path:
+def write_bytes_atomically(final: Union[str, Path], data: bytes, *, durable: bool = True) -> Path:
     """Replace `final` with `data`: a sibling temp file, fsynced, renamed over it.
+
+    `durable=False` skips the fsync: for entries that are a pure function of their key and
+    checked when read (a crash may then lose or tear one, which its reader takes for a miss).
 
     Last writer wins; readers see the old or the new file, never a partial one; on any error
     the old file is untouched. The new file keeps the old one's permissions (else 0666 minus
@@ -162,7 +165,8 @@ def write_bytes_atomically(final: Union[str, Path], data: bytes) -> Path:
             fp.flush()
             mode = final.stat().st_mode & 0o7777 if final.exists() else 0o666 & ~_umask()
             os.fchmod(fp.fileno(), mode)
-            os.fsync(fp.fileno())
+            if durable:
+                os.fsync(fp.fileno())
         os.replace(tmp_name, final)
     finally:
         if os.path.exists(tmp_name):

@@ -23,8 +23,8 @@ from fastpex.testing.wheels import WheelFactory
 EXPECTED = {
     "lock": "22beaaa279b9de8a23bcec0844d3c07a81b82eea2829e324da94565704df05b0",
     "pylock": "c4e1b880b6eff8219fc698d57d86bebe35fc276f7cf5769e4a203796e6038634",
-    "zipapp": "0fd828a131d3640cb914294b6358cfad68b878243ee099092a56362840407f36",
-    "packed": "c81fb554fb6807c9a9f6d43c9799cc7346b86d923dd135a81b9d5e35a3fb7b17",
+    "zipapp": "e52052f025e4952c287284d479688e18345a5b0b141e6c568bbc5acf478987d2",
+    "packed": "8db7c1846108ba0a9d66a406415c9f009f1b4532df87942e40bdfe1c15085eb5",
 }
 
 

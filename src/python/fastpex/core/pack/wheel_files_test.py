@@ -188,11 +188,15 @@ def test_max_install_jobs_and_script(env, tmp_path: Path) -> None:
     assert out.pex_info["entry_point"] == "greet:main"  # found in the wheel's entry_points.txt
     run = _run(Path(out.output), tmp_path / "root")
     assert run.returncode == 0 and run.stdout == "greet main\n", run.stderr
-    # The default layout keeps pex's serial default (the golden PEXes' bytes).
+    # Pre-installed chroots are extracted over one job per core too, unless told otherwise.
     default = pack(PackRequest(wheels=env["wheels"], output=str(tmp_path / "d.pex"),
                                options=PexOptions(sources=env["src"], entry_point="app:main"),
                                cache_root=str(env["cache"])))
-    assert default.pex_info["deps_are_wheel_files"] is False and default.pex_info["max_install_jobs"] == 1
+    assert default.pex_info["deps_are_wheel_files"] is False and default.pex_info["max_install_jobs"] == 0
+    serial = pack(PackRequest(wheels=env["wheels"], output=str(tmp_path / "serial.pex"),
+                              options=PexOptions(sources=env["src"], entry_point="app:main", max_install_jobs=1),
+                              cache_root=str(env["cache"])))
+    assert serial.pex_info["max_install_jobs"] == 1
 
 
 def test_refusals(env, tmp_path: Path) -> None:

@@ -181,8 +181,9 @@ class FastpexBinaryFieldSet(PackageFieldSet):
             argv.append("--venv")
         if self.include_tools.value:
             argv.append("--include-tools")
-        if self.deps_install.value not in (None, FastpexDepsInstallField.default):
-            argv.extend(["--deps-install", self.deps_install.value])
+        deps_install = self.deps_install.value
+        if deps_install is not None and deps_install != FastpexDepsInstallField.default:
+            argv.extend(["--deps-install", deps_install])
         if self.max_install_jobs.value is not None:
             argv.extend(["--max-install-jobs", str(self.max_install_jobs.value)])
         if fastpex.offline:

@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastpex.core.pack import fragment
-from fastpex.core.net.index import IndexPageError, dist_name_version, parse_project_page, unsafe_filename_problem
+from fastpex.core.net.index import IndexPageError, parse_project_page, unsafe_filename_problem
+from fastpex.core.util.filenames import dist_name_version
 from fastpex.core.pack.errors import FragmentError, LayerError
 from fastpex.core.pack.wheel_checks import verify_wheel_zip
 from fastpex.core.lock.fetcher import MetadataFetcher

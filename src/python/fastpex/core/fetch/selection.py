@@ -28,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from fastpex.core.errors import UserError
 from fastpex.core.util.deps import walk
+from fastpex.core.util.filenames import SDIST_SUFFIXES
 from fastpex.core.model import (
     Artifact,
     Lock,
@@ -50,7 +51,6 @@ __all__ = [
     "targets_for",
 ]
 
-_SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
 class SelectionError(UserError):
@@ -299,7 +299,7 @@ def _wheel_rank(artifact: Artifact, rank: Mapping[str, int]) -> Optional[Tuple[i
 
 
 def _is_sdist(artifact: Artifact) -> bool:
-    return not artifact.is_wheel and artifact.filename.endswith(_SDIST_SUFFIXES)
+    return not artifact.is_wheel and artifact.filename.endswith(SDIST_SUFFIXES)
 
 
 def _choose(dist: LockedDistribution, target: Target, allow_sdists: bool) -> Artifact:

@@ -34,6 +34,7 @@ from fastpex.core.lock.runner import ResolveOptions
 from fastpex.core.lock.sources import PackageSource
 from fastpex.core.model import Artifact, BuildSystem, Lock, LockedDistribution, Target
 from fastpex.core.net.http import HttpClient
+from fastpex.core.util.filenames import SDIST_SUFFIXES
 from fastpex.core.util.urls import redact
 
 __all__ = ["DEFAULT_BUILD_REQUIRES", "build_requires_of", "record_build_systems", "sdists_to_build"]
@@ -41,7 +42,6 @@ __all__ = ["DEFAULT_BUILD_REQUIRES", "build_requires_of", "record_build_systems"
 logger = logging.getLogger("fastpex.lock")
 
 DEFAULT_BUILD_REQUIRES: Tuple[str, ...] = ("setuptools>=40.8.0", "wheel")
-_SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar.bz2")
 _MAX_PYPROJECT_BYTES = 1 << 20
 
 
@@ -69,7 +69,7 @@ def _has_wheel_for(dist: LockedDistribution, target: Target) -> bool:
 
 def _sdist_of(dist: LockedDistribution) -> Optional[Artifact]:
     sdists = sorted(
-        (a for a in dist.artifacts if not a.is_wheel and a.filename.endswith(_SDIST_SUFFIXES)),
+        (a for a in dist.artifacts if not a.is_wheel and a.filename.endswith(SDIST_SUFFIXES)),
         key=lambda a: (not a.filename.endswith(".tar.gz"), a.filename),
     )
     return sdists[0] if sdists else None

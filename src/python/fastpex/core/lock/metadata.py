@@ -42,7 +42,8 @@ from packaging.version import InvalidVersion, Version
 
 from fastpex.core.errors import HashMismatchError, OperationalError
 from fastpex.core.lock.parsed import requirement
-from fastpex.core.net.index import ProjectFile, dist_name_version
+from fastpex.core.net.index import ProjectFile
+from fastpex.core.util.filenames import dist_name_version
 from fastpex.core.util.urls import redact
 from fastpex.core.util.zipmeta import ZipEntry, ZipFormatError
 

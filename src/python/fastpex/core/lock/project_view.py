@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 from packaging.version import Version
 
-from fastpex.core.net.index import ProjectFile, parse_dist_filename
+from fastpex.core.net.index import ProjectFile
+from fastpex.core.util.filenames import parse_dist_filename
 
 __all__ = ["ProjectView", "file_token"]
 

@@ -7,7 +7,8 @@ from packaging.version import InvalidVersion
 
 from fastpex.core.lock.project_view import ProjectView
 from fastpex.core.lock.proxy_http import PEP691_JSON, page_body, python_admitted, usable_files
-from fastpex.core.net.index import ProjectFile, wheel_info
+from fastpex.core.net.index import ProjectFile
+from fastpex.core.util.filenames import wheel_info
 
 H = "a" * 64
 

@@ -32,10 +32,10 @@ from fastpex.core.net.index import (
     IndexClient,
     IndexClientError,
     ProjectFile,
-    dist_name_version,
     find_links_files,
     parse_upload_time,
 )
+from fastpex.core.util.filenames import dist_name_version
 from fastpex.core.util.urls import expand_env, strip_credentials
 
 __all__ = ["DirectSource", "PackageSource", "ProxySource", "file_version", "open_source", "proxy_target_name"]

@@ -72,7 +72,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1  # of the "fastpex" section; bump on incompatible changes
-SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
 class LockfileError(UserError):

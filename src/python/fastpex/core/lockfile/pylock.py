@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from fastpex.core.lockfile.codec import SDIST_SUFFIXES, group_marker, version_sort_key
+from fastpex.core.lockfile.codec import group_marker, version_sort_key
+from fastpex.core.util.filenames import SDIST_SUFFIXES
 from fastpex.core.model import Artifact, Lock, Target
 from fastpex.core.platforms import target_marker
 from fastpex.core.util.cache import write_text_atomically

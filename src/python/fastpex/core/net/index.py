@@ -9,7 +9,6 @@ PEP 700 (size, upload-time, versions) fields are kept because locking uses every
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -20,21 +19,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
-from packaging.tags import parse_tag
-from packaging.utils import (
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 from fastpex.core.errors import UserError
 from fastpex.core.model import Artifact
 from fastpex.core.net.errors import HttpError, HttpStatusError
+from fastpex.core.util.filenames import SDIST_SUFFIXES, dist_name_version
 from fastpex.core.net.http import HttpClient
 from fastpex.core.util.hashing import sha256_file
 from fastpex.core.util.urls import filename_from_url, redact, strip_credentials
@@ -49,7 +43,6 @@ SIMPLE_ACCEPT = (
 )
 PEP691_JSON = "application/vnd.pypi.simple.v1+json"
 PEP691_HTML = "application/vnd.pypi.simple.v1+html"
-SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 CoreMetadata = Union[None, bool, Mapping[str, str]]
 
@@ -101,95 +94,6 @@ def parse_upload_time(value: Optional[str]) -> Optional[datetime]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
-
-
-class DistFilename(NamedTuple):
-    """What a wheel's or sdist's filename says: `version` None for a legacy sdist version."""
-
-    name: NormalizedName
-    version: Optional[Version]
-    version_text: Optional[str]  # `str(version)`: normalized, what pip's report says
-    tags: "Optional[frozenset[str]]"  # a wheel's tags; None for an sdist
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def _wheel_head(head: str) -> Optional[Tuple[NormalizedName, Version, str]]:
-    """`name-version[-build]` of a wheel filename, checked by packaging itself (with a neutral
-    tag): the files of one version share it, so each version is parsed once per process."""
-    try:
-        name, version, _, _ = parse_wheel_filename(head + "-py3-none-any.whl")
-    except (InvalidWheelFilename, InvalidVersion):
-        return None
-    return name, version, str(version)
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _tag_set(tag: str) -> "Optional[frozenset[str]]":
-    """A wheel's (compressed) tag string as tag strings; None when packaging rejects it. Pages
-    repeat a few hundred tag strings over thousands of files."""
-    try:
-        return frozenset(str(t) for t in parse_tag(tag))
-    except ValueError:  # packaging's InvalidTag (>= 26.3) is a ValueError
-        return None
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _sdist_version(text: str) -> Tuple[Optional[Version], Optional[str]]:
-    try:
-        version = Version(text)
-    except InvalidVersion:
-        return None, None
-    return version, str(version)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def parse_dist_filename(filename: str) -> Optional[DistFilename]:
-    """A wheel's or sdist's filename parsed; None if it is neither (or an invalid wheel name).
-
-    A wheel is valid exactly when `parse_wheel_filename` says so (the split is its own: 4 or
-    5 dashes, the last three parts the tags), computed from two memoized halves instead of
-    once per file: pages of big projects list thousands of files sharing versions and tags.
-    Legacy sdists with non-PEP 440 versions still belong to their project (version None).
-    """
-    if filename.endswith(".whl"):
-        base = filename[:-4]
-        if base.count("-") not in (4, 5):
-            return None
-        pieces = base.rsplit("-", 3)
-        head = _wheel_head(pieces[0])
-        tags = _tag_set("-".join(pieces[1:])) if head is not None else None
-        if head is None or tags is None:
-            return None
-        return DistFilename(head[0], head[1], head[2], tags)
-    for suffix in SDIST_SUFFIXES:
-        if filename.endswith(suffix):
-            base, sep, ver = filename[: -len(suffix)].rpartition("-")
-            if not sep or not base:
-                return None
-            version, text = _sdist_version(ver)
-            return DistFilename(canonicalize_name(base), version, text, None)
-    return None
-
-
-def wheel_info(filename: str) -> Optional[Tuple[NormalizedName, Version, "frozenset[str]"]]:
-    """(canonical name, version, tags) of a wheel filename; None if it is not a valid one."""
-    parsed = parse_dist_filename(filename)
-    if parsed is None or parsed.tags is None or parsed.version is None:
-        return None
-    return parsed.name, parsed.version, parsed.tags
-
-
-def version_text(filename: str) -> Optional[str]:
-    """The normalized text of a wheel's or sdist's version (`str(Version)`), None when it has
-    no PEP 440 version."""
-    parsed = parse_dist_filename(filename)
-    return None if parsed is None else parsed.version_text
-
-
-def dist_name_version(filename: str) -> Optional[Tuple[NormalizedName, Optional[Version]]]:
-    """(canonical name, version) from a wheel or sdist filename; None if it is neither."""
-    parsed = parse_dist_filename(filename)
-    return None if parsed is None else (parsed.name, parsed.version)
 
 
 @dataclass(frozen=True)
@@ -667,7 +571,6 @@ def find_links_files(directory: Union[str, Path], project: Optional[str] = None)
 
 __all__ = [
     "SIMPLE_ACCEPT",
-    "DistFilename",
     "IndexClient",
     "IndexClientError",
     "IndexPageError",
@@ -675,12 +578,8 @@ __all__ = [
     "PageStats",
     "ProjectFile",
     "ProjectPage",
-    "dist_name_version",
-    "version_text",
-    "wheel_info",
     "find_links_files",
     "normalize_project_name",
-    "parse_dist_filename",
     "parse_html_page",
     "parse_json_page",
     "parse_project_page",

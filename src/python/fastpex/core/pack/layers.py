@@ -33,7 +33,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -150,11 +150,11 @@ def layer_key(wheel_sha256: str, compress_level: int, wheel_filename: str) -> st
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _layers_root(cache_root: Optional[PathLike]) -> Path:
+def layers_root(cache_root: Optional[PathLike]) -> Path:
     return cache_dir(CacheKind.LAYERS, Path(cache_root) if cache_root is not None else None)
 
 
-def _parse_filename(wheel: WheelInput) -> Tuple[str, str]:
+def project_and_version(wheel: WheelInput) -> Tuple[str, str]:
     filename = wheel.wheel_filename
     try:
         if "/" in filename or "\\" in filename:
@@ -171,11 +171,21 @@ def _parse_filename(wheel: WheelInput) -> Tuple[str, str]:
 
 def load_layer(key: str, cache_root: Optional[PathLike] = None) -> Optional[Layer]:
     """The cached layer for `key`, or None if it was never (completely) built."""
-    directory = _layers_root(cache_root) / key
-    return _load(directory)
+    directory = layers_root(cache_root) / key
+    return read_layer_dir(directory)
 
 
-def _load(directory: Path, built: bool = False) -> Optional[Layer]:
+def write_manifest(out_dir: PathLike, manifest: Dict[str, Any]) -> None:
+    """A layer's manifest.json, durable before its directory is renamed into place (pack's
+    chroot layers and whole-wheel layers share the format `read_layer_dir` reads)."""
+    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as fp:
+        json.dump(manifest, fp, sort_keys=True, indent=1)
+        fp.write("\n")
+        fp.flush()
+        os.fsync(fp.fileno())
+
+
+def read_layer_dir(directory: Path, built: bool = False) -> Optional[Layer]:
     try:
         with open(directory / MANIFEST_NAME) as fp:
             data = json.load(fp)
@@ -318,7 +328,7 @@ def _build_into(
     out_dir: str,
 ) -> None:
     filename = wheel.wheel_filename
-    project_name, version = _parse_filename(wheel)
+    project_name, version = project_and_version(wheel)
     verify_sha256(wheel.path, filename, wheel.sha256)
     verify_wheel_zip(wheel.path, filename)
 
@@ -363,11 +373,7 @@ def _build_into(
         "wheel_filename": filename,
         "wheel_sha256": wheel.sha256.lower(),
     }
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as fp:
-        json.dump(manifest, fp, sort_keys=True, indent=1)
-        fp.write("\n")
-        fp.flush()
-        os.fsync(fp.fileno())
+    write_manifest(out_dir, manifest)
 
 
 def build_layer(
@@ -390,9 +396,9 @@ def build_layer(
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
     key = layer_key(wheel.sha256, compress_level, wheel.wheel_filename)
-    root = _layers_root(cache_root)
+    root = layers_root(cache_root)
     final = root / key
-    layer = _load(final)
+    layer = read_layer_dir(final)
     if layer is not None:
         return layer
     if final.exists():
@@ -409,7 +415,7 @@ def build_layer(
         built = True
 
     atomic_directory(final, produce)
-    layer = _load(final, built=built)
+    layer = read_layer_dir(final, built=built)
     assert layer is not None
     return layer
 
@@ -418,7 +424,7 @@ def _remove_unfinished(final: Path) -> None:
     """Delete a layer directory without a manifest (left by a crashed, non-atomic older writer),
     under the lock its writers take, so it can be built again."""
     with file_lock(final.with_name(final.name + ".lck")):
-        if final.exists() and _load(final) is None:
+        if final.exists() and read_layer_dir(final) is None:
             shutil.rmtree(final)
 
 
@@ -439,14 +445,14 @@ def build_layers(
     `jobs` defaults to the CPU count; 1 builds in this process.
     """
     inputs = [w if isinstance(w, WheelInput) else WheelInput(os.fspath(w[0]), w[1]) for w in wheels]
-    root = os.fspath(_layers_root(cache_root))
+    root = os.fspath(layers_root(cache_root))
     # `build_layer` takes the cache root (it finds the layers directory itself), not `root`.
     given_root = os.fspath(cache_root) if cache_root is not None else None
     results: List[Optional[Layer]] = []
     missing: List[int] = []
     for i, wheel in enumerate(inputs):
-        _parse_filename(wheel)
-        layer = _load(Path(root) / layer_key(wheel.sha256, compress_level, wheel.wheel_filename))
+        project_and_version(wheel)
+        layer = read_layer_dir(Path(root) / layer_key(wheel.sha256, compress_level, wheel.wheel_filename))
         results.append(layer)
         if layer is None:
             missing.append(i)

@@ -34,13 +34,13 @@ from fastpex.core.pack.fragment import SourceEntry, write_fragment
 from fastpex.core.pack.layers import (
     DEPS_DIR,
     FRAGMENT_NAME,
-    MANIFEST_NAME,
     PACKED_NAME,
     Layer,
     WheelInput,
-    _layers_root,
-    _load,
-    _parse_filename,
+    layers_root,
+    project_and_version,
+    read_layer_dir,
+    write_manifest,
 )
 from fastpex.core.pack.installed_pex import pex_version
 from fastpex.core.pack.wheel_checks import verify_wheel_zip
@@ -125,7 +125,7 @@ def _wheel_scripts(path: str) -> Tuple[Dict[str, str], Dict[str, str], List[str]
 
 def _build_into(wheel: WheelInput, key: str, out_dir: str) -> None:
     filename = wheel.wheel_filename
-    project_name, version = _parse_filename(wheel)
+    project_name, version = project_and_version(wheel)
     os.chmod(out_dir, 0o755)  # the atomic work dir is created private
     packed = os.path.join(out_dir, PACKED_NAME)
     _copy_verified(wheel, packed)
@@ -154,25 +154,21 @@ def _build_into(wheel: WheelInput, key: str, out_dir: str) -> None:
         "wheel_filename": filename,
         "wheel_sha256": wheel.sha256.lower(),
     }
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as fp:
-        json.dump(manifest, fp, sort_keys=True, indent=1)
-        fp.write("\n")
-        fp.flush()
-        os.fsync(fp.fileno())
+    write_manifest(out_dir, manifest)
 
 
 def build_wheel_file_layer(wheel: WheelInput, *, cache_root: Optional[PathLike] = None) -> Layer:
     """The whole-wheel layer for `wheel`, built and cached on a miss (a hit reads nothing of
     the wheel: a layer is only cached after its copy matched the sha256)."""
     key = wheel_file_layer_key(wheel.sha256, wheel.wheel_filename)
-    final = _layers_root(cache_root) / key
-    layer = _load(final)
+    final = layers_root(cache_root) / key
+    layer = read_layer_dir(final)
     if layer is not None:
         return layer
     if final.exists():  # no manifest: left by a crashed non-atomic writer
         shutil.rmtree(final, ignore_errors=True)
     atomic_directory(final, lambda out_dir: _build_into(wheel, key, os.fspath(out_dir)))
-    layer = _load(final, built=True)
+    layer = read_layer_dir(final, built=True)
     assert layer is not None
     return layer
 
@@ -187,11 +183,11 @@ def build_wheel_file_layers(
     """Whole-wheel layers for `wheels` (in order), cache misses built over `jobs` processes."""
     inputs = list(wheels)
     given_root = os.fspath(cache_root) if cache_root is not None else None
-    root = _layers_root(cache_root)
+    root = layers_root(cache_root)
     results: List[Optional[Layer]] = []
     for wheel in inputs:
-        _parse_filename(wheel)
-        results.append(_load(Path(root) / wheel_file_layer_key(wheel.sha256, wheel.wheel_filename)))
+        project_and_version(wheel)
+        results.append(read_layer_dir(Path(root) / wheel_file_layer_key(wheel.sha256, wheel.wheel_filename)))
     missing = [i for i, layer in enumerate(results) if layer is None]
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if len(missing) > 1 and jobs > 1:

@@ -8,15 +8,10 @@ from textwrap import dedent
 from typing import Dict, List, Tuple
 
 import pytest
-from pants.backend.python import target_types_rules
-from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import PythonRequirementTarget, PythonSourcesGeneratorTarget
-from pants.backend.python.util_rules import python_sources
 from pants.core.goals.package import BuiltPackage
-from pants.core.target_types import rules as core_target_types_rules
 from pants.engine.addresses import Address, Addresses
-from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
-from pants.engine.process import Process
+from pants.engine.fs import Digest, DigestContents
 from pants.engine.rules import rule
 from pants.engine.target import DependenciesRequest
 from pants.testutil.rule_runner import QueryRule, RuleRunner
@@ -31,45 +26,23 @@ from fastpex.pants.goals.image import (
     ImagePythonRequest,
     looks_like_registry_reference,
 )
-from fastpex.pants.goals.package import LOCK_DIR, SOURCES_DIR, FastpexBinaryFieldSet, FastpexBuildInputs
-from fastpex.pants.goals.package_test import LOCK_AND_SOURCES, LOCK_ONLY, entry, expect_args, recorded
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.goals.package import SOURCES_DIR, FastpexBinaryFieldSet, FastpexBuildInputs
+from fastpex.pants.goals.testutil import (
+    LOCK,
+    LOCK_AND_SOURCES,
+    LOCK_ONLY,
+    build_rule_runner,
+    configure,
+    digest_texts,
+    entry,
+    expect_args,
+    recorded,
+)
 from fastpex.pants.target_types import FastpexBinary, FastpexImage, FastpexImageDependenciesField, FastpexPythonBase
-from fastpex.pants.util_rules.tool import FastpexProcess
 
-LOCKFILE = "3rdparty/examples.lock"
-LOCK = f"{LOCK_DIR}/{LOCKFILE}"
 FAKE_PYTHON = "/opt/python/3.11/bin/python3.11"
 DIGEST = "sha256:" + "ab" * 32
 REGISTRY_BASE = f"127.0.0.1:5000/python@{DIGEST}"
-
-# Stands in for the tool PEX: every `--output` is a directory here (image layouts), holding one
-# file per part that records the argv and the input files.
-_RECORD = dedent(
-    """\
-    out=""; part=all; prev=""
-    for a in "$@"; do
-      [ "$prev" = --output ] && out="$a"
-      [ "$prev" = --part ] && part="$a"
-      prev="$a"
-    done
-    inputs=$(find . -type f | sort)
-    mkdir -p "$out"
-    { printf '%s\\n' "$@"; echo ---; echo "$inputs"; } > "$out/$part"
-    """
-)
-
-
-@rule
-async def record_image_argv(request: FastpexProcess) -> Process:
-    return Process(
-        argv=("/bin/sh", "-c", _RECORD, "fastpex", *request.argv),
-        description=request.description,
-        input_digest=request.input_digest or EMPTY_DIGEST,
-        output_files=request.output_files,
-        output_directories=request.output_directories,
-        env={"PATH": "/usr/bin:/bin", **dict(request.extra_env)},
-    )
 
 
 @rule
@@ -84,27 +57,16 @@ def image_rules() -> List:
 
 @pytest.fixture(scope="module")
 def rule_runner() -> RuleRunner:
-    runner = RuleRunner(
-        rules=[
+    return build_rule_runner(
+        [
             *image_rules(),
-            *package.rules(),
-            *target_types_rules.rules(),
-            *python_sources.rules(),
-            *core_target_types_rules(),
-            record_image_argv,
             stand_in_python,
             QueryRule(BuiltPackage, [FastpexImageFieldSet]),
             QueryRule(FastpexImageBase, [image.FastpexPythonBaseRequest]),
-            QueryRule(FastpexSubsystem, []),
-            QueryRule(PythonSetup, []),
-            QueryRule(DigestContents, [Digest]),
             QueryRule(Addresses, [DependenciesRequest]),
         ],
-        target_types=[FastpexBinary, FastpexImage, FastpexPythonBase, PythonSourcesGeneratorTarget, PythonRequirementTarget],
-    )
-    runner.write_files(
+        [FastpexBinary, FastpexImage, FastpexPythonBase, PythonSourcesGeneratorTarget, PythonRequirementTarget],
         {
-            LOCKFILE: "{}",
             "3rdparty/BUILD": 'python_requirement(name="torch", requirements=["torch==2.5.1"], resolve="examples")\n',
             "src/app/main.py": "import torch\n",
             "src/app/BUILD": dedent(
@@ -118,25 +80,8 @@ def rule_runner() -> RuleRunner:
                 fastpex_image(name="not-a-base", binary=":bin", base=":bin")
                 """
             ),
-        }
+        },
     )
-    return runner
-
-
-def configure(rule_runner: RuleRunner, *options: str) -> Tuple[FastpexSubsystem, PythonSetup]:
-    rule_runner.set_options(
-        [
-            "--source-root-patterns=['src']",
-            "--python-enable-resolves",
-            f"--python-resolves={{'examples': '{LOCKFILE}'}}",
-            "--python-interpreter-constraints=['CPython==3.11.*']",
-            "--fastpex-resolves=['examples']",
-            "--no-python-infer-imports",
-            "--python-infer-use-rust-parser",
-            *options,
-        ]
-    )
-    return rule_runner.request(FastpexSubsystem, []), rule_runner.request(PythonSetup, [])
 
 
 def field_sets(rule_runner: RuleRunner, fields: str) -> Tuple[FastpexImageFieldSet, FastpexBinaryFieldSet]:
@@ -288,8 +233,7 @@ def run_package(rule_runner: RuleRunner, name: str) -> Dict[str, str]:
     tgt = rule_runner.get_target(Address("src/app", target_name=name))
     built = rule_runner.request(BuiltPackage, [FastpexImageFieldSet.create(tgt)])
     assert [a.relpath for a in built.artifacts] == [f"src.app/{name}"]
-    contents = rule_runner.request(DigestContents, [built.digest])
-    return {fc.path: fc.content.decode() for fc in contents}
+    return digest_texts(rule_runner, built.digest)
 
 
 def test_package_on_a_python_base_through_the_engine(rule_runner: RuleRunner) -> None:

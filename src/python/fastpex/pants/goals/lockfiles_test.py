@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from textwrap import dedent
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Tuple
 
 import pytest
 from pants.backend.python.subsystems.repos import PythonRepos
@@ -17,7 +17,6 @@ from pants.core.goals.generate_lockfiles import (
     KnownUserResolveNames,
     UserGenerateLockfiles,
 )
-from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
 from pants.engine.process import Process
 from pants.engine.rules import rule
 from pants.testutil.rule_runner import QueryRule, RuleRunner
@@ -33,10 +32,10 @@ from fastpex.pants.goals.lockfiles import (
     lock_argv,
     pylock_path,
 )
+from fastpex.pants.goals.testutil import Expected, digest_texts, expect_args, goal_rule_runner, recording_process
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.util_rules.tool import FastpexProcess
 
-Expected = Union[str, bool, None, List[str]]
 REQUEST = GenerateFastpexLockfile(
     resolve_name="ml",
     lockfile_dest="3rdparty/ml.lock",
@@ -58,32 +57,22 @@ _RECORD_ARGV = dedent(
 
 
 @rule
-async def record_fastpex_argv(request: FastpexProcess) -> Process:
-    return Process(
-        argv=("/bin/sh", "-c", _RECORD_ARGV, "fastpex", *request.argv),
-        description=request.description,
-        input_digest=request.input_digest or EMPTY_DIGEST,
-        output_files=request.output_files,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+async def record_lock_argv(request: FastpexProcess) -> Process:
+    return recording_process(_RECORD_ARGV, request)
 
 
 @pytest.fixture(scope="module")
 def rule_runner() -> RuleRunner:
-    runner = RuleRunner(
-        rules=[
+    return goal_rule_runner(
+        [
             *lockfiles.rules(),
-            record_fastpex_argv,
-            QueryRule(FastpexSubsystem, []),
+            record_lock_argv,
             QueryRule(PythonRepos, []),
             QueryRule(KnownUserResolveNames, [KnownFastpexResolveNamesRequest]),
             QueryRule(UserGenerateLockfiles, [RequestedFastpexResolveNames]),
             QueryRule(GenerateLockfileResult, [GenerateFastpexLockfile]),
-            QueryRule(DigestContents, [Digest]),
         ],
-        target_types=[PythonRequirementTarget],
-    )
-    runner.write_files(
+        [PythonRequirementTarget],
         {
             "3rdparty/BUILD": dedent(
                 """\
@@ -92,9 +81,8 @@ def rule_runner() -> RuleRunner:
                 python_requirement(name="cv", requirements=["opencv-python"], resolve="cv")
                 """
             ),
-        }
+        },
     )
-    return runner
 
 
 def configure(rule_runner: RuleRunner, *options: str) -> Tuple[FastpexSubsystem, PythonRepos]:
@@ -166,15 +154,7 @@ def test_each_option(
     rule_runner: RuleRunner, options: List[str], existing: bool, expected: Dict[str, Expected]
 ) -> None:
     fastpex, repos = configure(rule_runner, *options)
-    argv = lock_argv(REQUEST, fastpex, repos, has_existing_lock=existing)
-    for flag, value in expected.items():
-        values = [argv[i + 1] for i, arg in enumerate(argv) if arg == flag and i + 1 < len(argv)]
-        if value is True:
-            assert flag in argv, (flag, argv)
-        elif value is False or value is None:
-            assert flag not in argv, (flag, argv)
-        else:
-            assert values == (value if isinstance(value, list) else [value]), (flag, argv)
+    expect_args(lock_argv(REQUEST, fastpex, repos, has_existing_lock=existing), expected)
 
 
 def test_requests_per_resolve(rule_runner: RuleRunner) -> None:
@@ -223,8 +203,7 @@ def test_resolve_without_requirements_is_refused(rule_runner: RuleRunner) -> Non
 def generate(rule_runner: RuleRunner) -> Dict[str, str]:
     result = rule_runner.request(GenerateLockfileResult, [REQUEST])
     assert (result.resolve_name, result.path) == ("ml", "3rdparty/ml.lock")
-    contents = rule_runner.request(DigestContents, [result.digest])
-    return {fc.path: fc.content.decode() for fc in contents}
+    return digest_texts(rule_runner, result.digest)
 
 
 def test_lockfile_through_the_engine(rule_runner: RuleRunner) -> None:

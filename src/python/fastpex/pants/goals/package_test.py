@@ -4,92 +4,48 @@ option, and the processes `pants package` runs through the real engine."""
 from __future__ import annotations
 
 from textwrap import dedent
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Tuple
 
 import pytest
-from pants.backend.python import target_types_rules
 from pants.backend.python.subsystems.setup import PythonSetup
 from pants.backend.python.target_types import (
-    EntryPoint,
     PythonRequirementTarget,
     PythonSourcesGeneratorTarget,
     ResolvedPexEntryPoint,
 )
-from pants.backend.python.util_rules import python_sources
 from pants.core.goals.package import BuiltPackage
-from pants.core.target_types import rules as core_target_types_rules
 from pants.engine.addresses import Address
-from pants.engine.fs import EMPTY_DIGEST, Digest, DigestContents
-from pants.engine.process import Process
-from pants.engine.rules import rule
 from pants.testutil.rule_runner import QueryRule, RuleRunner
 
-from fastpex.pants.goals import package
 from fastpex.pants.goals.package import (
-    LOCK_DIR,
     SOURCES_DIR,
     FastpexBinaryFieldSet,
     FastpexBuildInputs,
     FastpexPackageError,
 )
+from fastpex.pants.goals.testutil import (
+    LOCK,
+    LOCK_AND_SOURCES,
+    LOCK_ONLY,
+    LOCKFILE,
+    Expected,
+    build_rule_runner,
+    digest_texts,
+    entry,
+    expect_args,
+    recorded,
+)
+from fastpex.pants.goals.testutil import configure as configure_build
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.target_types import FastpexBinary
-from fastpex.pants.util_rules.tool import FastpexProcess
-
-LOCKFILE = "3rdparty/examples.lock"
-Expected = Union[str, bool, None, List[str]]
-LOCK = f"{LOCK_DIR}/{LOCKFILE}"
-LOCK_ONLY = Digest("1" * 64, 1)
-LOCK_AND_SOURCES = Digest("2" * 64, 2)
-
-# Stands in for the tool PEX: writes its argv and the files it was given to its output, so the
-# test sees exactly what the real process would have been asked to do.
-_RECORD_ARGV = dedent(
-    """\
-    out=""; part=all; prev=""
-    for a in "$@"; do
-      [ "$prev" = --output ] && out="$a"
-      [ "$prev" = --part ] && part="$a"
-      prev="$a"
-    done
-    inputs=$(find . -type f | sort)
-    if [ "$part" = all ]; then mkdir -p "$(dirname "$out")"; f="$out"; else mkdir -p "$out"; f="$out/$part"; fi
-    { printf '%s\\n' "$@"; echo ---; echo "$inputs"; } > "$f"
-    """
-)
-
-
-@rule
-async def record_fastpex_argv(request: FastpexProcess) -> Process:
-    return Process(
-        argv=("/bin/sh", "-c", _RECORD_ARGV, "fastpex", *request.argv),
-        description=request.description,
-        input_digest=request.input_digest or EMPTY_DIGEST,
-        output_files=request.output_files,
-        output_directories=request.output_directories,
-        env={"PATH": "/usr/bin:/bin"},
-    )
 
 
 @pytest.fixture(scope="module")
 def rule_runner() -> RuleRunner:
-    runner = RuleRunner(
-        rules=[
-            *package.rules(),
-            *target_types_rules.rules(),
-            *python_sources.rules(),
-            *core_target_types_rules(),
-            record_fastpex_argv,
-            QueryRule(BuiltPackage, [FastpexBinaryFieldSet]),
-            QueryRule(FastpexSubsystem, []),
-            QueryRule(PythonSetup, []),
-            QueryRule(DigestContents, [Digest]),
-        ],
-        target_types=[FastpexBinary, PythonSourcesGeneratorTarget, PythonRequirementTarget],
-    )
-    runner.write_files(
+    return build_rule_runner(
+        [QueryRule(BuiltPackage, [FastpexBinaryFieldSet])],
+        [FastpexBinary, PythonSourcesGeneratorTarget, PythonRequirementTarget],
         {
-            LOCKFILE: "{}",
             "3rdparty/BUILD": dedent(
                 """\
                 python_requirement(name="torch", requirements=["torch==2.5.1"], resolve="examples")
@@ -108,35 +64,17 @@ def rule_runner() -> RuleRunner:
                 fastpex_binary(name="dev", entry_point="app.main", resolve="python-default")
                 """
             ),
-        }
+        },
     )
-    return runner
 
 
 def configure(rule_runner: RuleRunner, *options: str) -> Tuple[FastpexSubsystem, PythonSetup]:
-    rule_runner.set_options(
-        [
-            "--source-root-patterns=['src']",
-            "--python-enable-resolves",
-            f"--python-resolves={{'examples': '{LOCKFILE}', 'python-default': 'default.lock'}}",
-            "--python-interpreter-constraints=['CPython==3.11.*']",
-            "--fastpex-resolves=['examples']",
-            # Dependencies are explicit here; inference would parse with a downloaded pex.
-            "--no-python-infer-imports",
-            "--python-infer-use-rust-parser",
-            *options,
-        ]
-    )
-    return rule_runner.request(FastpexSubsystem, []), rule_runner.request(PythonSetup, [])
+    return configure_build(rule_runner, *options, resolves={"examples": LOCKFILE, "python-default": "default.lock"})
 
 
 def field_set(rule_runner: RuleRunner, build: str) -> FastpexBinaryFieldSet:
     rule_runner.write_files({"src/adhoc/BUILD": dedent(build)})
     return FastpexBinaryFieldSet.create(rule_runner.get_target(Address("src/adhoc", target_name="t")))
-
-
-def entry(spec: str) -> ResolvedPexEntryPoint:
-    return ResolvedPexEntryPoint(EntryPoint.parse(spec), file_name_used=False)
 
 
 NO_ENTRY = ResolvedPexEntryPoint(None, file_name_used=False)
@@ -287,13 +225,7 @@ def test_refused(rule_runner: RuleRunner, name: str, message: str) -> None:
 def run_package(rule_runner: RuleRunner, name: str) -> Dict[str, str]:
     tgt = rule_runner.get_target(Address("src/app", target_name=name))
     built = rule_runner.request(BuiltPackage, [FastpexBinaryFieldSet.create(tgt)])
-    contents = rule_runner.request(DigestContents, [built.digest])
-    return {fc.path: fc.content.decode() for fc in contents}
-
-
-def recorded(text: str) -> Tuple[List[str], List[str]]:
-    argv, _, inputs = text.partition("---\n")
-    return argv.splitlines(), [line[2:] for line in inputs.splitlines() if line]
+    return digest_texts(rule_runner, built.digest)
 
 
 def test_package_zipapp_through_the_engine(rule_runner: RuleRunner) -> None:
@@ -328,19 +260,3 @@ def test_package_needs_the_lockfile(rule_runner: RuleRunner) -> None:
     configure(rule_runner, "--python-resolves={'examples': 'missing.lock'}")
     with pytest.raises(Exception, match="run\\s+`pants generate-lockfiles --resolve=examples`"):
         run_package(rule_runner, "bin")
-
-
-def expect_args(argv: Tuple[str, ...], expected: Dict[str, Expected]) -> None:
-    """`flag: value` (its values, for a repeated flag), `flag: True/False` (present or absent),
-    `flag: None` (absent)."""
-    for flag, value in expected.items():
-        values = [argv[i + 1] for i, arg in enumerate(argv) if arg == flag and i + 1 < len(argv)]
-        if value is True:
-            assert flag in argv, (flag, argv)
-        elif value is False or value is None:
-            assert flag not in argv, (flag, argv)
-        elif isinstance(value, list):
-            assert values == value, (flag, argv)
-        else:
-            assert values == [value], (flag, argv)
-

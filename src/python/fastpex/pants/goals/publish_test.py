@@ -17,7 +17,7 @@ from pants.testutil.rule_runner import QueryRule, RuleRunner
 
 from fastpex.pants.goals import publish
 from fastpex.pants.goals.image import FastpexImageError
-from fastpex.pants.goals.image_test import record_image_argv
+from fastpex.pants.goals.testutil import record_fastpex_argv
 from fastpex.pants.goals.publish import FastpexImagePublishFieldSet, PublishFastpexImageRequest
 from fastpex.pants.subsystems.fastpex import FastpexSubsystem
 from fastpex.pants.target_types import FastpexBinary, FastpexImage, FastpexPythonBase
@@ -31,7 +31,7 @@ def rule_runner() -> RuleRunner:
         rules=[
             *publish.rules(),
             *target_types_rules.rules(),
-            record_image_argv,
+            record_fastpex_argv,
             QueryRule(PublishProcesses, [PublishFastpexImageRequest]),
             QueryRule(FastpexSubsystem, []),
         ],

@@ -9,7 +9,7 @@ Authorized requests are forwarded to the registry (the `Host` header kept, so th
 `Location`s point back here). `corrupt_blobs=True` flips a byte in every blob body it relays:
 the hostile middlebox for digest-verification tests; `truncate_blobs=True` hangs up halfway
 through each; `fail_uploads=N` answers the first N blob-upload PUTs with 503. Every request is
-recorded.
+recorded (with the user its valid Basic credentials name, to tell whose credentials were sent).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class FrontRequest:
     path: str
     status: int
     auth_scheme: str  # "", "basic" or "bearer"
+    basic_user: str = ""  # the user whose valid Basic credentials the request carried, if any
 
 
 class AuthFront:
@@ -149,7 +150,10 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            front.record(FrontRequest(self.command, self.path, status, scheme))
+            front.record(FrontRequest(self.command, self.path, status, scheme, self._basic_user()))
+
+        def _basic_user(self) -> str:
+            return front.check_basic(self.headers.get("Authorization") or "") or ""
 
         def _drain(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -249,7 +253,7 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 response.close()
                 upstream.close()
-                front.record(FrontRequest(self.command, self.path, response.status, scheme))
+                front.record(FrontRequest(self.command, self.path, response.status, scheme, self._basic_user()))
                 return
             if whole is not None:
                 self.wfile.write(whole)
@@ -265,7 +269,7 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
                     self.wfile.write(chunk)
             response.close()
             upstream.close()
-            front.record(FrontRequest(self.command, self.path, response.status, scheme))
+            front.record(FrontRequest(self.command, self.path, response.status, scheme, self._basic_user()))
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

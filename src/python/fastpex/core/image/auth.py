@@ -29,7 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fastpex.core.errors import OperationalError, UserError
 from fastpex.core.net.http import HttpClient
-from fastpex.core.util.urls import Credentials
+from fastpex.core.util.urls import Credentials, default_netrc_path
 
 __all__ = [
     "Authenticator",
@@ -157,7 +157,7 @@ def find_credentials(
     found = _from_docker_config(_docker_config_path(docker_config), registry)
     if found.credentials is not None:
         return found
-    netrc_path = netrc_file or Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    netrc_path = netrc_file if netrc_file is not None else default_netrc_path()
     host = registry[1 : registry.index("]")] if registry.startswith("[") else registry.rsplit(":", 1)[0]
     from_netrc = _from_netrc(netrc_path, host)
     if from_netrc.credentials is not None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +25,7 @@ from fastpex.testing.registry_fixture import DockerRegistry, write_test_image
 from fastpex.testing.token_server import AuthFront
 
 USER, PASSWORD = "ci-bot", "pa55-w0rd-not-in-logs"
+SRC = str(Path(__file__).resolve().parents[3])
 
 
 @pytest.fixture
@@ -123,3 +127,30 @@ def test_anonymous_pull_tokens_need_no_credentials(tmp_path: Path, registry: Doc
         assert pulled.digest == digest
         with pytest.raises(RegistryAuthError, match="needs credentials"):
             push_layout(layout, parse_reference(f"{front.address}/pub/app:v2"), tag_in_layout="v1", options=options)
+
+
+@pytest.mark.parametrize("mode", ["bearer", "basic"])
+def test_push_netrc_names_the_only_netrc_read(tmp_path: Path, registry: DockerRegistry, mode: str) -> None:
+    """`fastpex push --netrc FILE` sends credentials from FILE alone: ~/.netrc (here valid for
+    another user of the same registry) is never read, not even for the first, anonymous request."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home_secret = "home-netrc-secret-value"
+    (home / ".netrc").write_text(f"machine 127.0.0.1 login home-user password {home_secret}\n")
+    (home / ".netrc").chmod(0o600)
+    layout = tmp_path / "layout"
+    write_test_image(layout, "v1", [{"a.txt": b"hello"}])
+    users = {USER: PASSWORD, "home-user": home_secret}
+    with AuthFront(registry.address, mode=mode, users=users) as front:
+        env = {k: v for k, v in os.environ.items() if k not in ("NETRC", "DOCKER_CONFIG")}
+        env.update(HOME=str(home), PYTHONPATH=SRC)
+        pushed = subprocess.run(
+            [sys.executable, "-m", "fastpex", "push", "--layout", str(layout), "--tag", "v1",
+             "--to", f"{front.address}/team/app:v1", "--netrc", str(_netrc(tmp_path))],
+            capture_output=True, text=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        users_seen = {entry.basic_user for entry in front.log} - {""}
+    assert users_seen == {USER}, front.log
+    for secret in (PASSWORD, home_secret):
+        assert secret not in pushed.stdout + pushed.stderr

@@ -87,7 +87,8 @@ class HttpClient:
 
     `configured_indexes` are the index URLs the user configured, possibly with credentials or
     `${ENV}` references: a request to the same scheme+host+port gets their `Authorization`
-    (via `urls.authorization_for`), and no other host ever sees them.
+    (via `urls.authorization_for`), and no other host ever sees them. `netrc_file` is the one
+    netrc read for other hosts (a `--netrc FILE`); None reads `$NETRC`, else ~/.netrc.
     """
 
     def __init__(
@@ -96,9 +97,11 @@ class HttpClient:
         *,
         configured_indexes: Iterable[str] = (),
         counter: Optional[ByteCounter] = None,
+        netrc_file: Optional[Path] = None,
     ) -> None:
         self.config = config or HttpConfig()
         self.configured_indexes = tuple(configured_indexes)
+        self.netrc_file = netrc_file
         self.counter = counter or ByteCounter()
         self.proxies = self.config.proxies if self.config.proxies is not None else ProxySettings.from_environ()
         if self.proxies.http or self.proxies.https:
@@ -184,10 +187,10 @@ class HttpClient:
         for _hop in builtins.range(self.config.max_redirects + 1):
             same_origin = origin_of(current) == original_origin
             # Never forward the caller's or the first URL's credentials to another origin; that
-            # origin only gets credentials configured for it (an index URL or ~/.netrc).
+            # origin only gets credentials configured for it (an index URL or the netrc).
             auth = explicit_auth if same_origin else None
             if auth is None:
-                auth = authorization_for(current, self.configured_indexes)
+                auth = authorization_for(current, self.configured_indexes, self.netrc_file)
             hop_headers = dict(request_headers)
             if auth:
                 hop_headers["Authorization"] = auth

@@ -194,6 +194,31 @@ def test_configured_index_credentials_apply_to_same_origin_files(tmp_path: Path)
             assert anonymous.get(srv.file_url("demo-1.0-py3-none-any.whl")).status == 401
 
 
+def test_a_named_netrc_is_the_only_netrc_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`netrc_file` replaces the default netrc ($NETRC, ~/.netrc); it is not a fallback to it."""
+    build_wheel(tmp_path, "demo", "1.0")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login home password home-pw\n")
+    named = tmp_path / "named.netrc"
+    named.write_text("machine 127.0.0.1 login alice password pw\n")
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    with IndexServer(tmp_path, config=IndexConfig(require_auth=("alice", "pw"))) as srv:
+        url = srv.file_url("demo-1.0-py3-none-any.whl")
+        with HttpClient(FAST, netrc_file=named) as client:
+            assert client.get(url).status == 200
+        with HttpClient(FAST) as default:  # ~/.netrc, with the wrong password here
+            assert default.get(url).status == 401
+        srv.update(require_auth=("home", "home-pw"))
+        with HttpClient(FAST, netrc_file=named) as client:
+            assert client.get(url).status == 401  # ~/.netrc would have been accepted
+        with HttpClient(FAST, netrc_file=tmp_path / "missing.netrc") as client:
+            assert client.get(url).status == 401
+        with HttpClient(FAST) as default:
+            assert default.get(url).status == 200
+
+
 def test_errors_never_show_credentials() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

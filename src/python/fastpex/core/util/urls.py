@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -80,8 +81,14 @@ def credentials_in(url: str) -> Optional[Credentials]:
     return Credentials(unquote(user), unquote(password or ""))
 
 
-def _netrc_credentials(host: str) -> Optional[Credentials]:
-    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+def default_netrc_path() -> Path:
+    """Where credentials are read from when no netrc file is named: `$NETRC`, else ~/.netrc."""
+    return Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+
+
+def _netrc_credentials(host: str, netrc_file: Optional[Path] = None) -> Optional[Credentials]:
+    """`host`'s entry in `netrc_file` (the named file only), else in the default netrc."""
+    path = str(netrc_file if netrc_file is not None else default_netrc_path())
     if not os.path.isfile(path):
         return None
     try:
@@ -94,11 +101,14 @@ def _netrc_credentials(host: str) -> Optional[Credentials]:
     return Credentials(login or "", password or "")
 
 
-def authorization_for(url: str, configured_indexes: Iterable[str] = ()) -> Optional[str]:
+def authorization_for(
+    url: str, configured_indexes: Iterable[str] = (), netrc_file: Optional[Path] = None
+) -> Optional[str]:
     """The `Authorization` header for a credential-free `url`.
 
     Credentials come from the configured index URL with the longest matching scheme+host+path
-    prefix, else from the URL itself, else from `~/.netrc` for its host.
+    prefix, else from the URL itself, else from the netrc for its host: `netrc_file` when one is
+    named (and then no other), else `default_netrc_path()`.
     """
     own = credentials_in(url)
     if own is not None:
@@ -124,7 +134,7 @@ def authorization_for(url: str, configured_indexes: Iterable[str] = ()) -> Optio
     if best is not None:
         return best[1].header()
     if target.hostname:
-        creds = _netrc_credentials(target.hostname)
+        creds = _netrc_credentials(target.hostname, netrc_file)
         if creds is not None:
             return creds.header()
     return None

@@ -9,7 +9,8 @@ two kinds, which decide the CLI's exit status:
   dropped connection, a full disk, an artifact whose bytes don't match the lock.
 
 The CLI formats both the same way (`fastpex <cmd>: error: ...`, `cli/run.py`), so a stage never
-prints its own errors. This module imports nothing else of the core.
+prints its own errors, and exits with `exit_code_of(error)`. This module imports nothing else of
+the core.
 """
 
 from __future__ import annotations
@@ -30,9 +31,28 @@ class UserError(FastpexError):
 
 
 class OperationalError(FastpexError):
-    """The request was fine but a server, the network or the disk failed; exit status 1."""
+    """The request was fine but a server, the network or the disk failed; exit status 1.
+
+    `keeps_exit_code_when_wrapped` marks a failure no layer above can blame on the input (an
+    unreachable proxy): a wrapper that reports it as a `UserError` (an index that "could not be
+    used") still exits 1, see `exit_code_of`.
+    """
 
     exit_code = 1
+    keeps_exit_code_when_wrapped = False
+
+
+def exit_code_of(error: FastpexError) -> int:
+    """`error`'s exit status: its own, unless it was raised from (`raise ... from`, at any depth)
+    an `OperationalError` that keeps its exit code when wrapped."""
+    seen = set()
+    cause: Optional[BaseException] = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OperationalError) and cause.keeps_exit_code_when_wrapped:
+            return cause.exit_code
+        cause = cause.__cause__
+    return error.exit_code
 
 
 class UsageError(UserError):

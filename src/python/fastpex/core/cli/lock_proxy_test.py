@@ -106,13 +106,27 @@ def test_lock_from_an_https_index_through_connect(dists: Path, tmp_path: Path) -
         assert set(seen) == {f"CONNECT {HOST}:{index.port} HTTP/1.1", f"CONNECT {HOST}:{index.port} HTTP/1.0"}
 
 
-def test_lock_with_an_unreachable_proxy_fails_clearly(index: IndexServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [(), ("--no-proxy",)])
+def test_lock_with_an_unreachable_proxy_fails_clearly(index: IndexServer, tmp_path: Path, mode: tuple) -> None:
     port = free_port()
-    proc = _lock(index, tmp_path, _env(HTTP_PROXY=f"http://bob:hunter2@127.0.0.1:{port}"))
-    assert proc.returncode != 0, proc.stderr  # the lock stage reports it as an unusable index
+    proc = _lock(index, tmp_path, _env(HTTP_PROXY=f"http://bob:hunter2@127.0.0.1:{port}"), *mode)
+    # The lock stage reports it as an unusable index, but the proxy being down is the world's
+    # fault, not the input's: exit 1 (operational), not 2 (user error).
+    assert proc.returncode == 1, proc.stderr
     assert f"could not reach the proxy `http://bob:***@127.0.0.1:{port}` (from `HTTP_PROXY`)" in proc.stderr
     assert "hunter2" not in proc.stderr + proc.stdout
     assert not index.requests  # no silent direct connection
+
+
+def test_lock_from_an_https_index_with_an_unreachable_https_proxy_exits_1(dists: Path, tmp_path: Path) -> None:
+    ca = TestCA.create(tmp_path / "ca", HOST)
+    port = free_port()
+    with IndexServer(dists, host=HOST, ssl_context=ca.server_context()) as index:
+        env = _env(HTTPS_PROXY=f"http://127.0.0.1:{port}", SSL_CERT_FILE=str(ca.ca_cert))
+        proc = _lock(index, tmp_path, env)
+        assert proc.returncode == 1, proc.stderr
+        assert f"could not reach the proxy `http://127.0.0.1:{port}` (from `HTTPS_PROXY`)" in proc.stderr
+        assert not index.requests
 
 
 def test_fetch_goes_through_the_proxy_and_honours_no_proxy(index: IndexServer, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from typing import Callable, NoReturn, Optional, TextIO
 
-from fastpex.core.errors import FastpexError, OperationalError, UsageError
+from fastpex.core.errors import FastpexError, OperationalError, UsageError, exit_code_of
 
 EXIT_INTERRUPTED = 130
 
@@ -64,7 +64,7 @@ def run(
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     except FastpexError as e:
         print(f"fastpex {command}: error: {paragraph(str(e))}", file=err)
-        return e.exit_code
+        return exit_code_of(e)
     except OSError as e:  # an output not writable, a full disk: the world, not the input
         detail = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
         print(f"fastpex {command}: error: {detail}", file=err)

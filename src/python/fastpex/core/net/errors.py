@@ -58,6 +58,9 @@ class ProxyError(HttpConnectionError):
             if secret:
                 reason = reason.replace(secret, "***")
         self.reason = reason
+        # The proxy is down or misaddressed: the world failed, whatever layer reports it (an index
+        # that "could not be used" is otherwise the user's to fix).
+        self.keeps_exit_code_when_wrapped = unreachable
         if status in (401, 407):  # 407; tinyproxy, for one, answers 401
             hint = (
                 f"The proxy wants credentials, or rejected the ones sent: put them in `{variable}` "

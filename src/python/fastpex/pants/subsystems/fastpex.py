@@ -7,7 +7,7 @@ otherwise; its own sources are added by `fastpex.pants.util_rules.tool`.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, Iterable, List, Sequence, Tuple
 
 from pants.backend.python.subsystems.python_tool_base import PythonToolBase
 from pants.backend.python.target_types import EntryPoint
@@ -19,6 +19,28 @@ from pants.util.strutil import softwrap
 from fastpex.versions import PEX_VERSION
 
 DEFAULT_TARGETS = ("linux_x86_64-cp311",)
+# Read in both spellings by fastpex's core (lower case first, as curl does), pip and curl.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+def with_both_proxy_spellings(env_vars: Iterable[str]) -> Tuple[str, ...]:
+    """`env_vars` (`NAME` or `NAME=value` entries) with every proxy variable also in its other
+    spelling (`HTTPS_PROXY` adds `https_proxy`, and the reverse), with the same value when one
+    is set, unless that spelling is listed itself: a user who exported only `https_proxy` (the
+    curl and pip habit) is not sent around the proxy because Pants asked for `HTTPS_PROXY`."""
+    entries = list(env_vars)
+    listed = {entry.partition("=")[0] for entry in entries}
+    result: List[str] = []
+    for entry in entries:
+        result.append(entry)
+        name, equals, value = entry.partition("=")
+        if name.upper() not in PROXY_VARIABLES:
+            continue
+        other = name.lower() if name == name.upper() else name.upper()
+        if other not in listed:
+            listed.add(other)
+            result.append(f"{other}{equals}{value}")
+    return tuple(result)
 
 
 class FastpexSubsystem(PythonToolBase):
@@ -165,14 +187,22 @@ class FastpexSubsystem(PythonToolBase):
             "HTTP_PROXY",
             "HTTPS_PROXY",
             "NO_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "all_proxy",
             "NETRC",
         ],
         help=softwrap(
             """
             Environment variables fastpex's processes see (`NAME` to copy it from Pants'
             environment, `NAME=value` to set it): trust stores, proxies, and the path of the
-            `.netrc` that holds index credentials. Values are part of the process cache key, so
-            put no secrets here: keep tokens in `.netrc` (see docs/security.md).
+            `.netrc` that holds index credentials. A proxy variable (`HTTP_PROXY`,
+            `HTTPS_PROXY`, `NO_PROXY`, `ALL_PROXY`) always goes in both spellings, upper and lower
+            case (`https_proxy`, as curl and pip users set it), even when only one is listed;
+            lower case wins when both are set. Values are part of the process cache key, so put
+            no secrets here: keep tokens in `.netrc` (see docs/security.md).
             """
         ),
     )

@@ -19,7 +19,7 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.util.logging import LogLevel
 
 import fastpex
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.subsystems.fastpex import FastpexSubsystem, with_both_proxy_spellings
 
 NAMED_CACHE = "fastpex"
 NAMED_CACHE_PATH = ".cache/fastpex"
@@ -103,7 +103,10 @@ async def setup_fastpex_process(
 ) -> Process:
     sources, passthrough = await MultiGet(
         Get(FastpexToolSources),
-        Get(EnvironmentVars, EnvironmentVarsRequest(fastpex_subsystem.env_vars)),
+        Get(
+            EnvironmentVars,
+            EnvironmentVarsRequest(with_both_proxy_spellings(fastpex_subsystem.env_vars)),
+        ),
     )
     venv_pex = await Get(
         VenvPex, PexRequest, fastpex_subsystem.to_pex_request(sources=sources.digest)

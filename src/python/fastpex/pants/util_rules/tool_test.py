@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
-from typing import List, Set
+from typing import Dict, List, Set
 
 import pytest
 from pants.backend.python.util_rules.pex import PexRequest, Script, VenvPex, VenvPexProcess
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import EMPTY_DIGEST
 from pants.engine.process import Process, ProcessCacheScope
+from pants.engine.rules import rule
 from pants.testutil.rule_runner import MockGet, QueryRule, RuleRunner, run_rule_with_mocks
 from pants.util.frozendict import FrozenDict
 
 import fastpex
-from fastpex.pants.subsystems.fastpex import FastpexSubsystem
+from fastpex.pants.subsystems.fastpex import PROXY_VARIABLES, FastpexSubsystem, with_both_proxy_spellings
 from fastpex.pants.util_rules.tool import (
     NAMED_CACHE,
     NAMED_CACHE_PATH,
@@ -24,6 +25,7 @@ from fastpex.pants.util_rules.tool import (
     core_files,
     setup_fastpex_process,
 )
+from fastpex.pants.util_rules.tool import rules as tool_rules
 
 
 def tool_modules(package: Path) -> Set[str]:
@@ -136,3 +138,62 @@ def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
             "EXTRA": "1",
         }
     )
+
+
+@rule
+async def stand_in_tool_pex(request: PexRequest) -> VenvPex:
+    return VenvPex(
+        digest=EMPTY_DIGEST,
+        append_only_caches=None,
+        pex_filename="fastpex.pex",
+        pex=Script(PurePath("fastpex.pex")),
+        python=Script(PurePath("python")),
+        bin=FrozenDict(),
+        venv_rel_dir="venv",
+    )
+
+
+@rule
+async def stand_in_venv_pex_process(request: VenvPexProcess) -> Process:
+    return Process(argv=request.argv, description=request.description, env=request.extra_env or {})
+
+
+@pytest.mark.parametrize(
+    "options, pants_env, expected",
+    [
+        # The defaults: the curl/pip spelling alone is enough.
+        ([], {"https_proxy": "http://lower:3128", "no_proxy": "corp.example"}, {"https_proxy": "http://lower:3128", "no_proxy": "corp.example"}),
+        ([], {"HTTP_PROXY": "http://upper:3128"}, {"HTTP_PROXY": "http://upper:3128"}),
+        # Only one spelling listed: the other comes too.
+        (["--fastpex-env-vars=['HTTPS_PROXY']"], {"https_proxy": "http://lower:1", "http_proxy": "x"}, {"https_proxy": "http://lower:1"}),
+        (["--fastpex-env-vars=['no_proxy']"], {"NO_PROXY": "a,b"}, {"NO_PROXY": "a,b"}),
+        # A value set in the option holds for both spellings, over either one in Pants' environment.
+        (["--fastpex-env-vars=['HTTPS_PROXY=http://set:1']"], {"https_proxy": "http://env:2"}, {"HTTPS_PROXY": "http://set:1", "https_proxy": "http://set:1"}),
+    ],
+)
+def test_proxy_variables_reach_the_process_in_both_spellings(
+    options: List[str], pants_env: Dict[str, str], expected: Dict[str, str]
+) -> None:
+    """Through the engine: the real `setup_fastpex_process` and Pants' own environment lookup,
+    the tool PEX replaced by a stand-in."""
+    runner = RuleRunner(
+        rules=[
+            *tool_rules(),
+            stand_in_tool_pex,
+            stand_in_venv_pex_process,
+            QueryRule(Process, [FastpexProcess]),
+        ],
+    )
+    runner.set_options(options, env=pants_env)
+    process = runner.request(Process, [FastpexProcess.create(["lock"], "Lock")])
+    proxy_env = {k: v for k, v in process.env.items() if k.upper() in PROXY_VARIABLES}
+    assert proxy_env == expected
+
+
+def test_with_both_proxy_spellings() -> None:
+    assert with_both_proxy_spellings(["NETRC", "HTTPS_PROXY", "no_proxy", "X=1"]) == (
+        "NETRC", "HTTPS_PROXY", "https_proxy", "no_proxy", "NO_PROXY", "X=1",
+    )  # fmt: skip
+    assert with_both_proxy_spellings(["HTTP_PROXY=http://p:1"]) == ("HTTP_PROXY=http://p:1", "http_proxy=http://p:1")
+    # A spelling listed itself keeps its own entry.
+    assert with_both_proxy_spellings(["HTTP_PROXY=http://a:1", "http_proxy"]) == ("HTTP_PROXY=http://a:1", "http_proxy")

@@ -14,72 +14,123 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from concurrent.futures import Future
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 from packaging.version import Version
 
 from fastpex.core.net.index import ProjectFile
+from fastpex.core.net.json_page import PageFiles
 from fastpex.core.util.filenames import parse_dist_filename
 
-__all__ = ["ProjectView", "file_token"]
+__all__ = ["ProjectView", "file_in_views", "file_token"]
 
 def file_token(file: ProjectFile) -> str:
     """The proxy's name for an upstream file in its `/files/<token>/` URLs."""
-    return hashlib.sha256(f"{file.url}\0{file.sha256 or ''}".encode("utf-8")).hexdigest()[:32]
+    return _token(file.url, file.sha256)
+
+
+def _token(url: str, sha256: Optional[str]) -> str:
+    return hashlib.sha256(f"{url}\0{sha256 or ''}".encode("utf-8")).hexdigest()[:32]
+
+
+def file_in_views(token: str, views: Iterable[Union["ProjectView", "Future[Optional[ProjectView]]"]]) -> Optional[ProjectFile]:
+    """The file the first of `views` (or of those futures that hold one) names `token`."""
+    for item in views:
+        view: Optional[ProjectView]
+        if isinstance(item, Future):
+            if not item.done() or item.cancelled() or item.exception() is not None:
+                continue
+            view = item.result()
+        else:
+            view = item
+        found = view.file_of_token(token) if view is not None else None
+        if found is not None:
+            return found
+    return None
 
 
 class ProjectView:
     """`files` (routing, cut-off and find-links already applied) with everything derived from
-    them that does not depend on the target. Immutable after construction except for the
-    per-target memos, which only ever fill in."""
+    them that does not depend on the target. Immutable after construction except for memos,
+    which only ever fill in. Works from `PageFiles`' columns: a `ProjectFile` is made only for
+    a file that is served, chosen or asked for by token (see `json_page`)."""
 
     def __init__(self, name: str, files: Sequence[ProjectFile], source_digest: Optional[str] = None) -> None:
         """`source_digest`, when given, stands for everything `files` were made from (the raw
         page bytes, the index, the cut-off, the find-links files): then it is the digest."""
         self.name = name
-        self.files: Tuple[ProjectFile, ...] = tuple(files)
-        self.tokens: Tuple[str, ...] = tuple([file_token(f) for f in self.files])
+        self.files: PageFiles = PageFiles.of(files)
+        columns = self.files
+        urls = columns.urls
+        sha256 = columns.sha256
+        self.tokens: Tuple[str, ...] = tuple([_token(url, sha256(i)) for i, url in enumerate(urls)])
         # url -> token; a later file with the same URL wins (as registering them in order did)
-        self.token_by_url: Dict[str, str] = dict(zip([f.url for f in self.files], self.tokens))
+        self.token_by_url: Dict[str, str] = dict(zip(urls, self.tokens))
+        # token -> the first file with it (as the proxy's registry kept the first)
+        n = len(urls)
+        self._index_of_token: Dict[str, int] = dict(zip(reversed(self.tokens), range(n - 1, -1, -1)))
         self._wheel_tags: List[Optional["frozenset[str]"]] = []
         versions: Dict[str, Version] = {}
-        version_of: Dict[str, Optional[str]] = {}  # token -> version text
+        self._version_of: List[Optional[str]] = []  # per file: its version's text
         wheels: Dict[str, List[Tuple[int, "frozenset[str]"]]] = {}  # version text -> non-yanked wheels
-        add_tags = self._wheel_tags.append
-        for i, f in enumerate(self.files):
-            parsed = parse_dist_filename(f.filename)
+        add_tags, add_version = self._wheel_tags.append, self._version_of.append
+        yanked = columns.yanked
+        for i, filename in enumerate(columns.filenames):
+            parsed = parse_dist_filename(filename)
             if parsed is None:
-                version_of[self.tokens[i]] = None
+                add_version(None)
                 add_tags(None)
                 continue
-            text = version_of[self.tokens[i]] = parsed.version_text
+            text = parsed.version_text
+            add_version(text)
             add_tags(parsed.tags)
             if text is not None and parsed.version is not None:
                 if text not in versions:
                     versions[text] = parsed.version
-                if parsed.tags is not None and not f.yanked:
+                if parsed.tags is not None and not yanked(i):
                     wheels.setdefault(text, []).append((i, parsed.tags))
-        self._by_version: Dict[Optional[str], List[str]] = {}  # version text -> tokens, by URL
-        for url in sorted(self.token_by_url):
-            token = self.token_by_url[url]
-            self._by_version.setdefault(version_of[token], []).append(token)
         self.versions: Tuple[str, ...] = tuple(sorted(versions, key=versions.__getitem__))
-        self.all_sized = all(f.size is not None for f in self.files)
         self._wheels_newest_first = [wheels[v] for v in sorted(wheels, key=versions.__getitem__, reverse=True)]
         self._lock = threading.Lock()
+        self._by_version: Optional[Dict[Optional[str], List[str]]] = None
+        self._all_sized: Optional[bool] = None
         self._usable: Dict[Tuple[object, ...], Tuple[int, ...]] = {}
-        self._json_parts: List[Optional[Tuple[str, str]]] = [None] * len(self.files)
+        self._json_parts: List[Optional[Tuple[str, str]]] = [None] * n
         self._digest: Optional[str] = source_digest
 
     # -- what every target shares -------------------------------------------------------------
+    def file_of_token(self, token: str) -> Optional[ProjectFile]:
+        """The file this view names `token` (made now if it was not yet), else None."""
+        i = self._index_of_token.get(token)
+        return None if i is None else self.files[i]
+
     def tokens_of_version(self, version: Optional[str]) -> Sequence[str]:
         """Tokens of the files of `version` (the normalized text of a filename's version; None:
         files without a PEP 440 version), unique by URL and in URL order."""
-        return self._by_version.get(version, ())
+        return self._versions_index().get(version, ())
 
     def version_texts(self) -> Sequence[Optional[str]]:
-        return list(self._by_version)
+        return list(self._versions_index())
+
+    def _versions_index(self) -> Dict[Optional[str], List[str]]:
+        """version text -> tokens, by URL; built on first use (the merge asks for a few projects)."""
+        by_version = self._by_version
+        if by_version is None:
+            index_of_url = dict(zip(self.files.urls, range(len(self.tokens))))  # a later file wins
+            by_version = {}
+            for url in sorted(index_of_url):
+                i = index_of_url[url]
+                by_version.setdefault(self._version_of[i], []).append(self.tokens[i])
+            self._by_version = by_version
+        return by_version
+
+    @property
+    def all_sized(self) -> bool:
+        if self._all_sized is None:
+            self._all_sized = self.files.all_sized()
+        return self._all_sized
 
     def digest(self) -> str:
         """What the page tells pip (see `MetadataProxy.page_digest`): the source digest, else
@@ -117,7 +168,8 @@ class ProjectView:
             return known
         fits: Dict["frozenset[str]", bool] = {}
         out = []
-        for i, f in enumerate(self.files):
+        requires_python = self.files.requires_python
+        for i, filename in enumerate(self.files.filenames):
             wheel_tags = self._wheel_tags[i]
             if wheel_tags is not None:
                 fit = fits.get(wheel_tags)
@@ -125,10 +177,12 @@ class ProjectView:
                     fit = fits[wheel_tags] = not wheel_tags.isdisjoint(tags)
                 if not fit:
                     continue
-            elif f.is_wheel or wheels_only:  # an invalid wheel name pip skips as well
+            elif wheels_only or filename.endswith(".whl"):  # an invalid wheel name pip skips as well
                 continue
-            if python and f.requires_python and not admits(f.requires_python, python):
-                continue
+            if python:
+                wanted = requires_python(i)
+                if wanted and not admits(wanted, python):
+                    continue
             out.append(i)
         result = tuple(out)
         with self._lock:

@@ -47,7 +47,7 @@ from fastpex.core.errors import UserError
 from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
 from fastpex.core.lock.metadata_store import remote_sha256
-from fastpex.core.lock.project_view import ProjectView, file_token
+from fastpex.core.lock.project_view import ProjectView, file_in_views, file_token
 from fastpex.core.lock.proxy_http import PEP691_JSON, TARGET_RE, ProxyServer, page_body, python_admitted
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.page_cache import PageCache
@@ -246,7 +246,12 @@ class MetadataProxy:
     def file_for_token(self, token: str) -> Optional[ProjectFile]:
         """The upstream file a `/files/<token>/...` URL stands for, if this proxy served it."""
         with self._lock:
-            return self._tokens.get(token)
+            return self._file_of_token(token)
+
+    def _file_of_token(self, token: str, view: Optional[ProjectView] = None) -> Optional[ProjectFile]:
+        """(Under `_lock`.) A file hashed since (`ensure_sha256`), else the one `view` (or any
+        view built so far) names so: views make their files only when asked."""
+        return self._tokens.get(token) or file_in_views(token, [view] if view else self._views.values())
 
     @property
     def errors(self) -> List[Exception]:
@@ -265,12 +270,13 @@ class MetadataProxy:
         name = normalize_project_name(project)
         with self._lock:
             targets = [target] if target is not None else sorted(self._served)
-            tokens: Dict[str, str] = {}
+            tokens: Dict[str, Tuple[str, ProjectView]] = {}
             for t in targets:
                 view = self._served.get(t, {}).get(name)
                 if view is not None:
-                    tokens.update(view.token_by_url)
-            return [self._tokens[tok] for _, tok in sorted(tokens.items())]
+                    tokens.update((url, (tok, view)) for url, tok in view.token_by_url.items())
+            found = [self._file_of_token(tok, view) for _, (tok, view) in sorted(tokens.items())]
+        return [f for f in found if f is not None]  # all: a view's own tokens
 
     def files_of_version(self, target: str, project: str, version: Optional[str]) -> Optional[List[ProjectFile]]:
         """The files of `project` with `version` (normalized; None: without a PEP 440 version)
@@ -281,14 +287,15 @@ class MetadataProxy:
             return None
         self._register(target, view)
         with self._lock:
-            return [self._tokens[tok] for tok in view.tokens_of_version(version)]
+            found = [self._file_of_token(tok, view) for tok in view.tokens_of_version(version)]
+        return [f for f in found if f is not None]  # all: a view's own tokens
 
     def upstream_file(self, proxy_url: str) -> ProjectFile:
         """The upstream file behind a proxy file URL (as pip reports it in `download_info`)."""
         parts = unquote(urlsplit(proxy_url).path).strip("/").split("/")
         if len(parts) == 4 and parts[1] == "files":
             with self._lock:
-                file = self._tokens.get(parts[2])
+                file = self._file_of_token(parts[2])
             if file is not None and parts[3] in (file.filename, file.filename + ".metadata"):
                 return file
         raise KeyError(f"`{proxy_url}` is not a file URL this proxy served")
@@ -390,13 +397,13 @@ class MetadataProxy:
         return future.result()
 
     def _build_view(self, target: str, name: str, specs: Sequence[IndexSpec]) -> Optional[ProjectView]:
-        files: Optional[List[ProjectFile]] = None
+        files: Optional[Sequence[ProjectFile]] = None
         read: List[Tuple[str, Optional[str]]] = []  # (index, sha256 of the raw page or "absent")
         for spec in specs:
             page = self._upstream_page(spec, name)
             read.append((spec.name, "absent" if page is None else page.body_sha256))
             if page is not None and page.files:
-                files = list(page.files)
+                files = page.files
                 logger.debug("%s for %s: from index `%s`", name, target, spec.name)
                 break
         local: List[ProjectFile] = []
@@ -410,15 +417,10 @@ class MetadataProxy:
         cutoff = self.config.upload_cutoff
         source = [name, read, cutoff.isoformat() if cutoff else None, [[f.url, f.sha256, f.size] for f in local]]
         digest = hashlib.sha256(json.dumps(source).encode("utf-8")).hexdigest() if all(d for _, d in read) else None
-        view = ProjectView(name, self._apply_cutoff(files or []) + local, digest)
-        with self._lock:
-            for f, token in zip(view.files, view.tokens):
-                known = self._tokens.get(token)
-                if known is None or (f.sha256 and not known.sha256):
-                    self._tokens[token] = f
-        return view
+        kept = self._apply_cutoff(files or ())
+        return ProjectView(name, list(kept) + local if local else kept, digest)
 
-    def _apply_cutoff(self, files: List[ProjectFile]) -> List[ProjectFile]:
+    def _apply_cutoff(self, files: Sequence[ProjectFile]) -> Sequence[ProjectFile]:
         cutoff = self.config.upload_cutoff
         if cutoff is None:
             return files

@@ -10,7 +10,6 @@ PEP 700 (size, upload-time, versions) fields are kept because locking uses every
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
@@ -169,7 +168,7 @@ class ProjectPage:
 
     project: NormalizedName
     url: str
-    files: Tuple[ProjectFile, ...]
+    files: Sequence[ProjectFile]  # a tuple, or `json_page.PageFiles`
     api_version: Optional[str] = None
     versions: Optional[Tuple[str, ...]] = None  # PEP 700, JSON pages only
     body_sha256: Optional[str] = None  # of the raw response body: "is the page unchanged?"
@@ -312,51 +311,11 @@ def _safe_files(files: List["ProjectFile"], page_url: str) -> List["ProjectFile"
 
 
 def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
-    """Parse a PEP 691 JSON project page. `page_url` resolves relative file URLs."""
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
-        raise IndexPageError(page_url, f"invalid JSON ({e})") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
-        raise IndexPageError(page_url, "the JSON has no `files` list")
-    meta = doc.get("meta")
-    if not isinstance(meta, dict):
-        meta = {}
-    files: List[ProjectFile] = []
-    for entry in doc["files"]:
-        if not isinstance(entry, dict):
-            continue
-        get = entry.get
-        raw_url, filename = get("url"), get("filename")
-        if not raw_url or not filename:
-            continue
-        url, fragment_hashes = _file_url(page_url, str(raw_url))
-        hashes = _clean_hashes(get("hashes")) or fragment_hashes
-        yanked = get("yanked", False)
-        size = get("size")
-        requires_python = get("requires-python")
-        upload_time = get("upload-time")
-        files.append(
-            ProjectFile(
-                str(filename),
-                url,
-                hashes,
-                str(requires_python) if requires_python else None,
-                bool(yanked),
-                yanked if isinstance(yanked, str) else ("" if yanked else None),
-                _core_metadata_from_json(entry),
-                size if isinstance(size, int) and size >= 0 else None,
-                str(upload_time) if upload_time else None,
-            )
-        )
-    versions = doc.get("versions")
-    return ProjectPage(
-        project=normalize_project_name(str(doc.get("name") or project)),
-        url=strip_credentials(page_url),
-        files=tuple(_safe_files(files, page_url)),
-        api_version=str(meta.get("api-version")) if meta.get("api-version") else None,
-        versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
-    )
+    """Parse a PEP 691 JSON project page. `page_url` resolves relative file URLs. Its files
+    are made lazily (see `json_page.PageFiles`)."""
+    from fastpex.core.net.json_page import parse_json_page as parse
+
+    return parse(body, page_url, project)
 
 
 class _AnchorParser(HTMLParser):
@@ -430,14 +389,12 @@ class PageStats:
 
     fetched: int = 0  # 200s
     not_modified: int = 0  # 304s answered from the page cache
-    parsed: int = 0  # bodies parsed
-    reused: int = 0  # bodies seen before: their parsed form loaded instead
+    parsed: int = 0  # bodies parsed (a 304's kept body included)
 
 
 class IndexClient:
     """Fetches project pages from PEP 503/691 indexes through a shared `HttpClient`; with a
-    `PageCache`, asks conditionally where the index gave validators and parses each distinct
-    page body once (see `page_cache`)."""
+    `PageCache`, asks conditionally where the index gave validators (see `page_cache`)."""
 
     def __init__(self, http: HttpClient, pages: Optional["PageCache"] = None) -> None:
         self.http = http
@@ -457,15 +414,9 @@ class IndexClient:
         if isinstance(fetched, ProjectPage):
             return fetched
         body, content_type, final_url, sha = fetched
-        page = self.pages.load(sha) if self.pages is not None else None
-        if page is not None and page.url == strip_credentials(final_url):
-            self._count("reused")
-            return page
         page = parse_project_page(body, content_type, final_url, project)
         page = replace(page, body_sha256=sha)
         self._count("parsed")
-        if self.pages is not None:
-            self.pages.store(page)
         logger.debug("%s: %d files", redact(project_url(index_url, project)), len(page.files))
         return page
 
@@ -495,9 +446,10 @@ class IndexClient:
             raise IndexUnreachableError(url, str(e)) from e
         if response.status == 304 and known is not None and self.pages is not None:
             response.close()
-            page = self.pages.load(known.body_sha256)
+            page = self.pages.load(known.body_sha256, project)
             if page is not None:
                 self._count("not_modified")
+                self._count("parsed")
                 return page
             self.pages.remember(url, SIMPLE_ACCEPT, known.body_sha256, None, None)  # its parsed form is gone: ask again
             return self._body(index_url, project)
@@ -513,9 +465,13 @@ class IndexClient:
             raise IndexUnreachableError(url, str(e)) from e
         self._count("fetched")
         sha = hashlib.sha256(body).hexdigest()
+        content_type = response.header("Content-Type")
         if self.pages is not None:
-            self.pages.remember(url, SIMPLE_ACCEPT, sha, response.header("ETag"), response.header("Last-Modified"))
-        return body, response.header("Content-Type"), response.url, sha
+            etag, last_modified = response.header("ETag"), response.header("Last-Modified")
+            if etag or last_modified:  # the next ask is conditional: its 304 needs these bytes
+                self.pages.keep(body, sha, content_type, response.url)
+            self.pages.remember(url, SIMPLE_ACCEPT, sha, etag, last_modified)
+        return body, content_type, response.url, sha
 
 
 # -- find-links ------------------------------------------------------------------------------

@@ -1,33 +1,33 @@
-"""Index project pages kept between runs: each page URL's HTTP validators, and each parsed page
-by the sha256 of the bytes it was parsed from.
+"""Index project pages kept between runs, for indexes that send HTTP validators: each page
+URL's validators, and the raw page bytes they stand for, by their sha256.
 
 Nothing here is ever served without asking the index: `IndexClient` sends the validators it
-holds (`If-None-Match`, `If-Modified-Since`) and takes the cached page only on a 304; on a 200
-it hashes the body and, when those bytes were parsed before, loads the parsed form instead of
-parsing again. So an index without validators (this machine's PyPI mirror) still costs one
-download per page and run, but no parse; one with them (real PyPI) costs a 304.
+holds (`If-None-Match`, `If-Modified-Since`) and takes the kept bytes only on a 304, checked
+against their sha256 and parsed as a 200's body would be (lazily, see `json_page`). A page
+from an index without validators (this machine's PyPI mirror) is parsed from the body it
+came with and nothing is kept: parsing lazily costs about what loading a parsed form did.
 
 Layout (`CacheKind.PAGES`): `url/<k[:2]>/<k>.json` (k = sha256 of the credential-free URL and
-the Accept header) holds the validators; `parsed/<s[:2]>/<s>.json` (s = the body's sha256) the
-page's files as rows. Entries are written atomically and read defensively: anything that does
-not look right is a miss (and is removed), never an error.
+the Accept header) holds the validators; `bodies/<s[:2]>/<s>` (s = the body's sha256) one JSON
+line (the final URL, the media type) and then the body. Entries are written atomically and read
+defensively: anything that does not look right is a miss (and is removed), never an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Optional
 
-from fastpex.core.net.index import ProjectFile, ProjectPage, unsafe_filename_problem
+from fastpex.core.net.index import ProjectPage, parse_project_page
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 from fastpex.core.util.urls import strip_credentials
 
 __all__ = ["PageCache", "PageValidators"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -79,78 +79,47 @@ class PageCache:
         doc = {"sha256": body_sha256, "etag": etag, "last_modified": last_modified}
         write_bytes_atomically(path, json.dumps(doc).encode("utf-8"))
 
-    # -- parsed pages, per body sha256 --------------------------------------------------------
-    def _parsed_path(self, body_sha256: str) -> Path:
-        return self.dir / "parsed" / body_sha256[:2] / f"{body_sha256}.json"
+    # -- page bodies, per sha256 ---------------------------------------------------------------
+    def _body_path(self, body_sha256: str) -> Path:
+        return self.dir / "bodies" / body_sha256[:2] / body_sha256
 
-    def load(self, body_sha256: str) -> Optional[ProjectPage]:
-        """The page parsed from the bytes with this sha256, if it was stored; else None."""
+    def load(self, body_sha256: str, project: str) -> Optional[ProjectPage]:
+        """The page whose bytes have this sha256, parsed, if they were kept; else None."""
         if not _is_sha256(body_sha256):
             return None
-        path = self._parsed_path(body_sha256)
+        path = self._body_path(body_sha256)
         try:
-            doc = json.loads(path.read_bytes())
-            page = _page_from_doc(doc, body_sha256)
+            data = path.read_bytes()
+            head, sep, body = data.partition(b"\n")
+            doc = json.loads(head)
+            if (
+                not sep
+                or not isinstance(doc, dict)
+                or doc.get("format") != _FORMAT
+                or not isinstance(doc.get("url"), str)
+                or hashlib.sha256(body).hexdigest() != body_sha256
+            ):
+                raise ValueError("not a page body entry")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
-            page = None
-        if page is None:
+        except (OSError, ValueError, TypeError):
             path.unlink(missing_ok=True)
-        return page
+            return None
+        content_type = doc.get("content_type")
+        page = parse_project_page(body, content_type if isinstance(content_type, str) else None, doc["url"], project)
+        return replace(page, body_sha256=body_sha256)
 
-    def store(self, page: ProjectPage) -> None:
-        """Keep `page` (its `body_sha256` set) for the next time the same bytes arrive."""
-        if page.body_sha256 is None or not _is_sha256(page.body_sha256):
+    def keep(self, body: bytes, body_sha256: str, content_type: Optional[str], final_url: str) -> None:
+        """Keep the bytes of a page whose validators were remembered, for its next 304."""
+        if not _is_sha256(body_sha256):
             return
-        path = self._parsed_path(page.body_sha256)
+        path = self._body_path(body_sha256)
         if path.is_file():
             return
-        rows = [
-            [f.filename, f.url, dict(f.hashes), f.requires_python, f.yanked, f.yanked_reason,
-             f.core_metadata if not isinstance(f.core_metadata, dict) else dict(f.core_metadata), f.size, f.upload_time]
-            for f in page.files
-        ]
-        doc = {
-            "format": _FORMAT,
-            "sha256": page.body_sha256,
-            "project": page.project,
-            "url": page.url,
-            "api_version": page.api_version,
-            "versions": list(page.versions) if page.versions is not None else None,
-            "files": rows,
-        }
-        # No fsync: the entry is named by the sha256 it records and checked when read, so a torn
-        # one is a miss; syncing 20 MB of pages per cold lock costs more than a parse.
-        write_bytes_atomically(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"), durable=False)
+        head = json.dumps({"format": _FORMAT, "url": strip_credentials(final_url), "content_type": content_type})
+        # No fsync: the entry is checked against the sha256 it is named by, so a torn one is a miss.
+        write_bytes_atomically(path, head.encode("utf-8") + b"\n" + body, durable=False)
 
 
 def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def _page_from_doc(doc: Any, body_sha256: str) -> Optional[ProjectPage]:
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("sha256") != body_sha256:
-        return None
-    files: List[ProjectFile] = []
-    for row in doc["files"]:
-        # The same checks parsing made: a tampered entry must not smuggle a path into a lock.
-        if (
-            not isinstance(row, list)
-            or len(row) != 9
-            or not isinstance(row[0], str)
-            or not isinstance(row[1], str)
-            or not isinstance(row[2], dict)
-            or unsafe_filename_problem(row[0]) is not None
-        ):
-            return None
-        files.append(ProjectFile(*row))
-    versions = doc.get("versions")
-    return ProjectPage(
-        project=str(doc["project"]),  # type: ignore[arg-type]  # stored normalized
-        url=str(doc["url"]),
-        files=tuple(files),
-        api_version=doc.get("api_version"),
-        versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
-        body_sha256=body_sha256,
-    )

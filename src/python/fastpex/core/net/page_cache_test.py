@@ -1,5 +1,6 @@
 """The page cache on the loopback index: conditional requests where the index sends validators,
-none where it doesn't, an unchanged page never parsed twice, a changed page never stale."""
+none where it doesn't (and nothing kept), a 304 answered from the kept bytes, a changed page
+never stale, a damaged or tampered entry a miss."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _page_requests(server: IndexServer) -> list:
 
 
 @pytest.mark.parametrize("validators", [BOTH, ("etag",), ("last-modified",)])
-def test_an_unchanged_page_is_a_304_and_is_not_parsed_again(tmp_path: Path, validators: Tuple[str, ...]) -> None:
+def test_an_unchanged_page_is_a_304_answered_from_the_kept_bytes(tmp_path: Path, validators: Tuple[str, ...]) -> None:
     dists = tmp_path / "dists"
     dists.mkdir()
     build_wheel(dists, "demo", "1.0")
@@ -40,7 +41,7 @@ def test_an_unchanged_page_is_a_304_and_is_not_parsed_again(tmp_path: Path, vali
         first, client = _fetch(server, tmp_path / "cache")
         assert (client.stats.fetched, client.stats.parsed) == (1, 1)
         second, client = _fetch(server, tmp_path / "cache")
-        assert (client.stats.not_modified, client.stats.parsed, client.stats.fetched) == (1, 0, 0)
+        assert (client.stats.not_modified, client.stats.parsed, client.stats.fetched) == (1, 1, 0)
         assert second == first and second.body_sha256 == first.body_sha256
         (plain, conditional) = _page_requests(server)
         assert not plain.conditional and plain.status == 200
@@ -48,15 +49,16 @@ def test_an_unchanged_page_is_a_304_and_is_not_parsed_again(tmp_path: Path, vali
         assert server.pages_rendered == 1
 
 
-def test_without_validators_no_conditions_are_sent_and_the_same_bytes_are_not_parsed(tmp_path: Path) -> None:
+def test_without_validators_no_conditions_are_sent_and_no_body_is_kept(tmp_path: Path) -> None:
     dists = tmp_path / "dists"
     dists.mkdir()
     build_wheel(dists, "demo", "1.0")
     with IndexServer(dists, IndexConfig(page_validators=())) as server:
         first, _ = _fetch(server, tmp_path / "cache")
         second, client = _fetch(server, tmp_path / "cache")
-        assert (client.stats.fetched, client.stats.reused, client.stats.parsed) == (1, 1, 0)
+        assert (client.stats.fetched, client.stats.not_modified, client.stats.parsed) == (1, 0, 1)
         assert second == first
+        assert not list((tmp_path / "cache").rglob("bodies/*/*"))
         assert [(r.conditional, r.status) for r in _page_requests(server)] == [(False, 200), (False, 200)]
 
 
@@ -74,7 +76,7 @@ def test_a_changed_page_is_never_served_stale(tmp_path: Path, validators: Tuple[
         assert second.body_sha256 != first.body_sha256
         assert _page_requests(server)[-1].conditional == bool(validators)
         third, client = _fetch(server, tmp_path / "cache")  # and the new page is the one kept
-        assert third == second and client.stats.parsed == 0
+        assert third == second and client.stats.not_modified == (1 if validators else 0)
 
 
 def test_a_damaged_cache_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
@@ -83,8 +85,8 @@ def test_a_damaged_cache_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
     build_wheel(dists, "demo", "1.0")
     with IndexServer(dists) as server:
         first, _ = _fetch(server, tmp_path / "cache")
-        for entry in (tmp_path / "cache").rglob("parsed/*/*.json"):
-            entry.write_text('{"format": 1, "files": [["../../evil.whl"]]}')
+        (entry,) = (tmp_path / "cache").rglob("bodies/*/*")
+        entry.write_text('{"format": 2, "url": "x"}\n{"files": [{"filename": "demo-6.6-py3-none-any.whl", "url": "x"}]}')
         second, client = _fetch(server, tmp_path / "cache")  # the 304's page is gone: asked again in full
         assert second == first and client.stats.parsed == 1 and client.stats.fetched == 1
         assert [(r.conditional, r.status) for r in _page_requests(server)][1:] == [(True, 304), (False, 200)]

@@ -77,15 +77,9 @@ def test_core_files_recurse_into_every_subpackage(tmp_path: Path) -> None:
     ]
 
 
-@pytest.fixture(scope="module")
-def fastpex_subsystem() -> FastpexSubsystem:
-    runner = RuleRunner(rules=[*FastpexSubsystem.rules(), QueryRule(FastpexSubsystem, [])])
-    runner.set_options(["--fastpex-env-vars=['NETRC', 'PIP_INDEX_URL=https://mirror/simple']"])
-    return runner.request(FastpexSubsystem, [])
-
-
-def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
-    venv_pex = VenvPex(
+def stand_in_venv_pex() -> VenvPex:
+    """A tool PEX that was never built: what the rules under test pass on is all they see of it."""
+    return VenvPex(
         digest=EMPTY_DIGEST,
         append_only_caches=None,
         pex_filename="fastpex.pex",
@@ -94,6 +88,17 @@ def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
         bin=FrozenDict(),
         venv_rel_dir="venv",
     )
+
+
+@pytest.fixture(scope="module")
+def fastpex_subsystem() -> FastpexSubsystem:
+    runner = RuleRunner(rules=[*FastpexSubsystem.rules(), QueryRule(FastpexSubsystem, [])])
+    runner.set_options(["--fastpex-env-vars=['NETRC', 'PIP_INDEX_URL=https://mirror/simple']"])
+    return runner.request(FastpexSubsystem, [])
+
+
+def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
+    venv_pex = stand_in_venv_pex()
     asked_env: List[EnvironmentVarsRequest] = []
     processes: List[VenvPexProcess] = []
 
@@ -142,15 +147,7 @@ def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
 
 @rule
 async def stand_in_tool_pex(request: PexRequest) -> VenvPex:
-    return VenvPex(
-        digest=EMPTY_DIGEST,
-        append_only_caches=None,
-        pex_filename="fastpex.pex",
-        pex=Script(PurePath("fastpex.pex")),
-        python=Script(PurePath("python")),
-        bin=FrozenDict(),
-        venv_rel_dir="venv",
-    )
+    return stand_in_venv_pex()
 
 
 @rule

@@ -8,8 +8,10 @@ rights only, when `anonymous_pull`). In `basic` mode every request needs Basic c
 Authorized requests are forwarded to the registry (the `Host` header kept, so the registry's
 `Location`s point back here). `corrupt_blobs=True` flips a byte in every blob body it relays:
 the hostile middlebox for digest-verification tests; `truncate_blobs=True` hangs up halfway
-through each; `fail_uploads=N` answers the first N blob-upload PUTs with 503. Every request is
-recorded (with the user its valid Basic credentials name, to tell whose credentials were sent).
+through each; `fail_uploads=N` answers the first N blob-upload PUTs with 503;
+`echo_credentials=True` puts the `Authorization` it got (and its Basic user:password) into the
+reason phrase and JSON body of every error: the careless server that secret-scrubbing must
+survive. Every request is recorded (with the user its valid Basic credentials name, to tell whose credentials were sent).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class AuthFront:
         truncate_blobs: bool = False,
         fail_uploads: int = 0,
         token_key: str = "token",
+        echo_credentials: bool = False,
     ) -> None:
         if mode not in ("bearer", "basic", "none"):
             raise ValueError(mode)
@@ -64,6 +67,7 @@ class AuthFront:
         self.truncate_blobs = truncate_blobs  # send half of each blob body, then hang up
         self.fail_uploads = fail_uploads  # answer the first N blob-upload PUTs with 503
         self.token_key = token_key  # "token", "access_token" or "both"
+        self.echo_credentials = echo_credentials
         self.tokens: Dict[str, Set[Tuple[str, str]]] = {}  # token -> {(repository, action)}
         self.log: List[FrontRequest] = []
         self.token_requests: List[Tuple[str, ...]] = []  # the scopes of each /token request
@@ -143,7 +147,12 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
             pass
 
         def _reply(self, status: int, body: bytes, headers: Mapping[str, str], scheme: str) -> None:
-            self.send_response(status)
+            if front.echo_credentials and status >= 400:
+                echoed = self._echo()
+                body = json.dumps({"errors": [{"code": "DENIED", "message": f"you sent {echoed}"}]}).encode()
+                self.send_response(status, f"Refused {echoed}")
+            else:
+                self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
@@ -151,6 +160,16 @@ def _handler_for(front: AuthFront) -> Type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
             front.record(FrontRequest(self.command, self.path, status, scheme, self._basic_user()))
+
+        def _echo(self) -> str:
+            authorization = self.headers.get("Authorization") or ""
+            decoded = ""
+            if authorization.lower().startswith("basic "):
+                try:
+                    decoded = base64.b64decode(authorization[6:]).decode()
+                except (ValueError, UnicodeDecodeError):
+                    pass
+            return f"{authorization or 'nothing'} ({decoded})"
 
         def _basic_user(self) -> str:
             return front.check_basic(self.headers.get("Authorization") or "") or ""

@@ -1,7 +1,8 @@
 """Registry credentials and the distribution spec's two auth schemes, Basic and Bearer tokens.
 
 Credentials come from docker's `config.json` `auths` (base64 `auth`, or `username`/`password`)
-or from a `.netrc`, looked up by registry host; credential helpers (`credsStore`,
+or from a `.netrc`, looked up by registry host, in that order (`find_credentials`) for every
+request: the registry's HTTP client adds none of its own. Credential helpers (`credsStore`,
 `credHelpers`) are out of scope and named in the error when they are all a host has.
 
 Bearer follows docker's token protocol (distribution's docs/spec/auth/token.md): a 401 carries
@@ -39,6 +40,7 @@ __all__ = [
     "find_credentials",
     "parse_challenges",
     "scrub",
+    "secrets_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,11 +56,13 @@ class RegistryAuthError(UserError):
 @dataclass(frozen=True)
 class CredentialLookup:
     """What was found for one registry: credentials (or None), where from (a file name, never
-    the secret), and a credential helper the config names for it (unsupported)."""
+    the secret), and a credential helper the config names for it (unsupported). `shadowed` are
+    credentials a later source has for the same registry: never sent, but scrubbed all the same."""
 
     credentials: Optional[Credentials] = None
     source: str = ""
     helper: Optional[str] = None
+    shadowed: Tuple[Credentials, ...] = ()
 
     def __repr__(self) -> str:
         return f"CredentialLookup(found={self.credentials is not None}, source={self.source!r}, helper={self.helper!r})"
@@ -155,14 +159,25 @@ def find_credentials(
     directory or a config.json; else `$DOCKER_CONFIG/config.json`; else ~/.docker/config.json),
     then the netrc (`netrc_file`; else `$NETRC`; else ~/.netrc) for the bare host."""
     found = _from_docker_config(_docker_config_path(docker_config), registry)
-    if found.credentials is not None:
-        return found
     netrc_path = netrc_file if netrc_file is not None else default_netrc_path()
     host = registry[1 : registry.index("]")] if registry.startswith("[") else registry.rsplit(":", 1)[0]
-    from_netrc = _from_netrc(netrc_path, host)
+    try:
+        from_netrc = _from_netrc(netrc_path, host)
+    except UserError:
+        if found.credentials is None:
+            raise
+        from_netrc = CredentialLookup()  # config.json's entry wins; a broken netrc does not matter
+    if found.credentials is not None:
+        shadowed = (from_netrc.credentials,) if from_netrc.credentials is not None else ()
+        return CredentialLookup(found.credentials, found.source, shadowed=shadowed)
     if from_netrc.credentials is not None:
         return from_netrc
     return found  # None, perhaps naming a helper
+
+
+def secrets_of(credentials: Credentials) -> Tuple[str, ...]:
+    """What of `credentials` may appear in a message: the password and the Basic token."""
+    return credentials.password, credentials.header().split(" ", 1)[1]
 
 
 # -- challenges ----------------------------------------------------------------------------------
@@ -247,15 +262,20 @@ class Authenticator:
 
     @property
     def secrets(self) -> Tuple[str, ...]:
-        """Every secret this authenticator has held (for `scrub`)."""
+        """Every secret known for this registry (for `scrub`): the credentials it may send, those
+        they shadow, and the tokens it got. Looks the credentials up if nothing did yet."""
+        try:
+            self._credentials()
+        except UserError:  # an unreadable config: nothing was sent from it
+            pass
         return tuple(self._secrets)
 
     def _credentials(self) -> CredentialLookup:
         if self._lookup is None:
-            self._lookup = self._lookup_fn()
-            if self._lookup.credentials is not None:
-                self._secrets.append(self._lookup.credentials.password)
-                self._secrets.append(self._lookup.credentials.header().split(" ", 1)[1])
+            lookup = self._lookup_fn()
+            for creds in (*((lookup.credentials,) if lookup.credentials is not None else ()), *lookup.shadowed):
+                self._secrets.extend(secrets_of(creds))
+            self._lookup = lookup
         return self._lookup
 
     def authorization(self, scopes: Tuple[str, ...]) -> Optional[str]:
@@ -351,7 +371,8 @@ class Authenticator:
             )
         if not response.ok:
             raise OperationalError(
-                f"the token service of `{self.registry}` answered HTTP {response.status} {response.reason}"
+                f"the token service of `{self.registry}` answered HTTP {response.status} "
+                f"{scrub(response.reason, self._secrets)}".rstrip()
             )
         try:
             document = json.loads(response.read())

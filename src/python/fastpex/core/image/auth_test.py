@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fastpex.core.errors import UserError
-from fastpex.core.image.auth import find_credentials, parse_challenges, scrub
+from fastpex.core.image.auth import Authenticator, find_credentials, parse_challenges, scrub
+from fastpex.core.net.http import HttpClient
 
 SECRET = "s3cr3t-Pa55"
 
@@ -84,3 +85,21 @@ def test_parse_challenges_with_quoted_commas() -> None:
 
 def test_scrub() -> None:
     assert scrub(f"token {SECRET} refused", [SECRET, ""]) == "token *** refused"
+
+
+def test_config_json_first_and_the_netrc_it_shadows_is_scrubbed_too(tmp_path: Path) -> None:
+    """config.json's entry wins over the netrc's (even a broken netrc does not matter then), and
+    the Authenticator scrubs both: every credential known for the registry, sent or not."""
+    config = _config(tmp_path, {"auths": {"reg.example.com": {"username": "ci", "password": SECRET}}})
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine reg.example.com login other password netrc-Pa55-word\n")
+    found = find_credentials("reg.example.com", docker_config=config, netrc_file=netrc)
+    assert found.credentials is not None and found.credentials.username == "ci" and "config.json" in found.source
+    with HttpClient(implicit_credentials=False) as http:
+        auth = Authenticator("reg.example.com", http, lambda: found, lambda realm: None)
+        text = scrub(f"ci:{SECRET} other:netrc-Pa55-word", auth.secrets)
+    assert text == "ci:*** other:***"
+    netrc.write_text("machine reg.example.com login a password b\nfoo bar\n")
+    assert find_credentials("reg.example.com", docker_config=config, netrc_file=netrc).credentials == found.credentials
+    with pytest.raises(UserError, match="cannot parse the netrc"):
+        find_credentials("reg.example.com", docker_config=tmp_path / "none", netrc_file=netrc)

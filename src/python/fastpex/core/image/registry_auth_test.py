@@ -154,3 +154,68 @@ def test_push_netrc_names_the_only_netrc_read(tmp_path: Path, registry: DockerRe
     assert users_seen == {USER}, front.log
     for secret in (PASSWORD, home_secret):
         assert secret not in pushed.stdout + pushed.stderr
+
+
+NETRC_USER, NETRC_PASSWORD = "netrc-bot", "netrc-pa55-not-in-logs"
+
+
+def _push_cli(tmp_path: Path, front: AuthFront, *options: str) -> "subprocess.CompletedProcess[str]":
+    layout = tmp_path / "layout"
+    if not layout.exists():
+        write_test_image(layout, "v1", [{"a.txt": b"hello"}])
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("NETRC", "DOCKER_CONFIG")}
+    env.update(HOME=str(home), PYTHONPATH=SRC)
+    return subprocess.run(
+        [sys.executable, "-m", "fastpex", "push", "--layout", str(layout), "--tag", "v1",
+         "--to", f"{front.address}/team/app:v1", *options],
+        capture_output=True, text=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def _other_netrc(tmp_path: Path) -> Path:
+    path = tmp_path / "other-netrc"
+    path.write_text(f"machine 127.0.0.1 login {NETRC_USER} password {NETRC_PASSWORD}\n")
+    path.chmod(0o600)
+    return path
+
+
+def _all_secret_forms() -> list:
+    return [
+        secret
+        for user, password in ((USER, PASSWORD), (NETRC_USER, NETRC_PASSWORD))
+        for secret in (password, base64.b64encode(f"{user}:{password}".encode()).decode())
+    ]
+
+
+@pytest.mark.parametrize("mode", ["bearer", "basic"])
+def test_docker_config_wins_over_the_netrc_for_every_request(tmp_path: Path, registry: DockerRegistry, mode: str) -> None:
+    """config.json's entry for the registry and the netrc name different (both valid) users:
+    every request, the first anonymous one included, carries config.json's user or nothing."""
+    users = {USER: PASSWORD, NETRC_USER: NETRC_PASSWORD}
+    with AuthFront(registry.address, mode=mode, users=users) as front:
+        docker_config = _docker_config(tmp_path, front.address)
+        pushed = _push_cli(tmp_path, front, "--docker-config", str(docker_config), "--netrc", str(_other_netrc(tmp_path)))
+        assert pushed.returncode == 0, pushed.stderr
+        users_seen = {entry.basic_user for entry in front.log} - {""}
+    assert users_seen == {USER}, front.log
+    for secret in _all_secret_forms():
+        assert secret not in pushed.stdout + pushed.stderr
+
+
+@pytest.mark.parametrize("source", ["docker-config", "netrc"])
+def test_a_server_echoing_the_credentials_does_not_print_them(tmp_path: Path, registry: DockerRegistry, source: str) -> None:
+    """Blob uploads fail with 503 and a reason phrase and body that echo the `Authorization`
+    received: the error names the failure, but no password nor Basic token of either source."""
+    users = {USER: PASSWORD, NETRC_USER: NETRC_PASSWORD}
+    with AuthFront(registry.address, mode="basic", users=users, fail_uploads=100, echo_credentials=True) as front:
+        options = ["--netrc", str(_other_netrc(tmp_path))]
+        if source == "docker-config":
+            options += ["--docker-config", str(_docker_config(tmp_path, front.address))]
+        pushed = _push_cli(tmp_path, front, *options)
+    output = pushed.stdout + pushed.stderr
+    assert pushed.returncode == 1, output
+    assert "HTTP 503 Refused Basic ***" in output and "you sent Basic ***" in output, output
+    for secret in _all_secret_forms():
+        assert secret not in output, output

@@ -125,6 +125,9 @@ class RegistryClient:
     """Requests to one repository's registry, authenticated on demand."""
 
     def __init__(self, reference: ImageReference, options: RegistryOptions, http: HttpClient) -> None:
+        if http.implicit_credentials:
+            # Every credential this client sends is the Authenticator's (one order, all scrubbed).
+            raise ValueError("a RegistryClient needs an HttpClient made with implicit_credentials=False")
         self.reference = reference
         self.options = options
         self.http = http
@@ -190,9 +193,11 @@ class RegistryClient:
 
     def failure(self, response: Response, action: str) -> Exception:
         """The error for an unexpected answer to `action` ("pushing blob `sha256:...`")."""
-        message = registry_error_message(response, self.auth.secrets)
+        secrets = self.auth.secrets
+        message = registry_error_message(response, secrets)
         status = response.status
-        detail = f"HTTP {status} {response.reason}".rstrip() + (f": {message}" if message else "")
+        reason = scrub(response.reason, secrets)  # a server controls its reason phrase too
+        detail = f"HTTP {status} {reason}".rstrip() + (f": {message}" if message else "")
         where = f"`{self.reference.registry}/{self.reference.repository}`"
         if status == 404:
             return ImageNotFoundError(f"{action}: {where} answered {detail}", status=status)

@@ -218,7 +218,7 @@ def pull_to_layout(
     scopes = (f"repository:{reference.repository}:pull",)
     work = Path(tempfile.mkdtemp(prefix=f".{layout_dir.name}.", suffix=".pull", dir=layout_dir.parent))
     try:
-        with HttpClient(options.http, netrc_file=options.netrc) as http:
+        with HttpClient(options.http, implicit_credentials=False) as http:
             client = RegistryClient(reference, options, http)
             data, media_type, digest = _fetch_manifest(client, reference.reference, scopes)
             staging = OciLayout(work)

@@ -249,7 +249,7 @@ def push_layout(
         raise UserError(f"`{reference}` names digest {reference.digest}, but the image in the layout is {top.digest}")
     manifests, blobs = _collect(layout, top)
     counts = _Counts()
-    with HttpClient(options.http, netrc_file=options.netrc) as http:
+    with HttpClient(options.http, implicit_credentials=False) as http:
         pusher = _Pusher(RegistryClient(reference, options, http), layout, counts)
         ordered = sorted(blobs, key=lambda b: -b.size)  # big ones first: the tail is short
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:

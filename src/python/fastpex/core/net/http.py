@@ -89,6 +89,8 @@ class HttpClient:
     `${ENV}` references: a request to the same scheme+host+port gets their `Authorization`
     (via `urls.authorization_for`), and no other host ever sees them. `netrc_file` is the one
     netrc read for other hosts (a `--netrc FILE`); None reads `$NETRC`, else ~/.netrc.
+    `implicit_credentials=False` adds none of these (nor a URL's own): for callers that choose
+    every request's `Authorization` themselves (the registry client: docker's config.json first).
     """
 
     def __init__(
@@ -98,10 +100,12 @@ class HttpClient:
         configured_indexes: Iterable[str] = (),
         counter: Optional[ByteCounter] = None,
         netrc_file: Optional[Path] = None,
+        implicit_credentials: bool = True,
     ) -> None:
         self.config = config or HttpConfig()
         self.configured_indexes = tuple(configured_indexes)
         self.netrc_file = netrc_file
+        self.implicit_credentials = implicit_credentials
         self.counter = counter or ByteCounter()
         self.proxies = self.config.proxies if self.config.proxies is not None else ProxySettings.from_environ()
         if self.proxies.http or self.proxies.https:
@@ -189,7 +193,7 @@ class HttpClient:
             # Never forward the caller's or the first URL's credentials to another origin; that
             # origin only gets credentials configured for it (an index URL or the netrc).
             auth = explicit_auth if same_origin else None
-            if auth is None:
+            if auth is None and self.implicit_credentials:
                 auth = authorization_for(current, self.configured_indexes, self.netrc_file)
             hop_headers = dict(request_headers)
             if auth:

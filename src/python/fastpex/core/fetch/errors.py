@@ -12,9 +12,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Type
 
 from fastpex.core.errors import FastpexError, HashMismatchError, OperationalError, UserError
 from fastpex.core.model import Artifact
-from fastpex.core.util.urls import redact
+from fastpex.core.net.errors import ProxyError
+from fastpex.core.util.urls import redact, strip_credentials
 
-__all__ = ["DownloadError", "FetchError", "OfflineError", "download_mismatch"]
+__all__ = ["DownloadError", "FetchError", "OfflineError", "download_mismatch", "proxy_failure"]
 
 
 class FetchError(FastpexError):
@@ -85,3 +86,23 @@ def download_mismatch(
         actual=actual,
         url=url,
     )
+
+
+def proxy_failure(error: ProxyError) -> Tuple[str, str]:
+    """The reason and hint of a download that failed at the proxy (unreachable, or refusing the
+    tunnel), naming it as `scheme://host:port` (no user name, no password) and its variable."""
+    proxy = strip_credentials(error.proxy)
+    if error.keeps_exit_code_when_wrapped:  # unreachable
+        reason = f"could not reach the proxy `{proxy}` (from `{error.variable}`): {error.reason}"
+        hint = (
+            f"Check `{error.variable}` (is the proxy running, is the address right?), or add the "
+            f"index's host to `NO_PROXY` to connect to it directly"
+        )
+    else:
+        reason = f"the proxy `{proxy}` (from `{error.variable}`) refused the connection: {error.reason}"
+        hint = (
+            "The proxy could not (or may not) connect to the index: check that it can reach the "
+            f"index and allows its port (and the credentials in `{error.variable}`), or add the "
+            "host to `NO_PROXY`"
+        )
+    return reason, hint

@@ -29,11 +29,11 @@ from typing import Dict, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
 from fastpex.core.errors import HashMismatchError
-from fastpex.core.fetch.errors import DownloadError, download_mismatch
+from fastpex.core.fetch.errors import DownloadError, download_mismatch, proxy_failure
 from fastpex.core.fetch.progress import Reporter
 from fastpex.core.model import Artifact, FetchedArtifact
 from fastpex.core.net.hints import status_hint
-from fastpex.core.net.errors import HttpConnectionError, TooManyRedirectsError
+from fastpex.core.net.errors import HttpConnectionError, ProxyError, TooManyRedirectsError
 from fastpex.core.net.http import HttpClient
 from fastpex.core.net.response import Response
 from fastpex.core.net.retry import TRANSIENT_STATUSES, Backoff, parse_retry_after
@@ -67,10 +67,11 @@ USE_DIRECT_IO = os.environ.get("FASTPEX_FETCH_DIRECT_IO", "1") != "0"
 class _Transient(Exception):
     """A failure worth retrying; `retry_after` is the server's hint in seconds."""
 
-    def __init__(self, reason: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, reason: str, retry_after: Optional[float] = None, *, hint: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.hint = hint  # what to do when the retries run out ("" for DownloadError's default)
 
 
 class Cancelled(Exception):
@@ -220,7 +221,7 @@ class ArtifactDownloader:
                     attempt += 1
                     if attempt > self.retries:
                         raise DownloadError(
-                            artifact.url, artifact.filename, e.reason, attempts=attempt
+                            artifact.url, artifact.filename, e.reason, attempts=attempt, hint=e.hint
                         ) from None
                     delay = self.backoff.delay(attempt - 1, e.retry_after)
                     self.reporter.artifact_retrying(artifact, attempt + 1, e.reason, delay)
@@ -264,6 +265,9 @@ class ArtifactDownloader:
                 range=resume_from if resume_from else None,
                 stream=True,
             )
+        except ProxyError as e:  # the proxy, not the index, failed: say which one
+            reason, hint = proxy_failure(e)
+            raise _Transient(reason, hint=hint) from None
         except HttpConnectionError as e:
             raise _Transient(e.reason) from None
         except TooManyRedirectsError:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_repro import SPLIT_HEADER, prune_big_blobs, stop_pantsd, timed_pants_run  # noqa: E402
 from runner import (  # noqa: E402
     REPO_ROOT,
     SRC,
@@ -188,9 +189,14 @@ def run_variant(args, repo: Path, variant: str, results: Dict[str, dict]) -> Non
     if not step("cold"):
         return
     step("warm")
-    edit(repo / "src" / app / "main.py")
-    if not step("source"):
-        return
+    for i in range(args.source_runs):
+        edit(repo / "src" / app / "main.py")
+        key = "source" if i == 0 else f"source{i + 1}"
+        if args.split:
+            if not split_step(args, repo, variant, key, argv, env, out, res, results):
+                return
+        elif not step(key):
+            return
     if out.exists():
         res["size"] = dir_size(out)
         res["kind"] = "dir" if out.is_dir() else "file"
@@ -213,10 +219,20 @@ def run_variant(args, repo: Path, variant: str, results: Dict[str, dict]) -> Non
     rmtree(out)
 
 
-def stop_pantsd(repo: Path) -> None:
-    """pantsd outlives the command; each variant's caches change its options anyway."""
-    subprocess.run(["pkill", "-f", f"pantsd \\[{repo}\\]"], check=False)
+def split_step(args, repo: Path, variant: str, key: str, argv: List[str], env: Dict[str, str], out: Path,
+               res: dict, results: Dict[str, dict]) -> bool:
+    """A source-only rebuild after `sync`, cut into head / fastpex process / capture / dist/ / tail
+    (capture_repro.Split: the process is polled from /proc by its `--output` argument)."""
+    prune_big_blobs(args.work / "caches" / variant / "store")
+    subprocess.run(["sync"], check=True)
     time.sleep(2)
+    split = timed_pants_run(argv, repo, args.work / "logs" / f"{variant}-{key}.log", str(out.relative_to(repo / "dist")),
+                            env=env, timeout=args.timeout)
+    res[key] = {"wall": split.wall, "rx": 0, "rc": split.rc, "log": str(args.work / "logs" / f"{variant}-{key}.log"),
+                "split": dict(zip(SPLIT_HEADER, split.row()))}
+    print(f"    [{variant}-{key}] " + "  ".join(f"{h}={c}" for h, c in zip(SPLIT_HEADER, split.row())) + f" rc={split.rc}", flush=True)
+    save(args, results)
+    return split.rc == 0
 
 
 def save(args, results) -> None:
@@ -251,6 +267,11 @@ def build_report(args, results: Dict[str, dict]) -> None:
                      cell("start1"), cell("start2"), fmt_bytes(res.get("size")) + (" (dir)" if res.get("kind") == "dir" else ""),
                      fmt_bytes(res.get("pex_root_size"))])
     mode = "pants --pantsd package` (pantsd started by the cold step and kept for warm + source" if results.get("_pantsd") else "pants --no-pantsd package`"
+    split_rows = [[variant, key, *res[key]["split"].values()] for variant, res in results.items() if not variant.startswith("_")
+                  for key in sorted(res) if key.startswith("source") and isinstance(res[key], dict) and "split" in res[key]]
+    if split_rows:
+        report.add_raw_table("Source-only rebuilds, split (s; after `sync`; process = the fastpex process's life in /proc)",
+                             ["variant", "run", *SPLIT_HEADER], split_rows)
     report.add_raw_table(f"All measurements (one run each; `{mode}; cold = empty named caches + store)",
                          ["variant", "target", "cold", "cold bytes", "warm (no change)", "source-only rebuild",
                           "first start (empty PEX_ROOT)", "second start", "PEX size", "PEX_ROOT after 1st start"], rows)
@@ -294,6 +315,9 @@ def main() -> int:
     ap.add_argument("--skip-start", action="store_true")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--source-runs", type=int, default=1, help="source-only rebuilds in a row (each after an edit)")
+    ap.add_argument("--split", action="store_true",
+                    help="sync before each source-only rebuild and split it: fastpex process, Pants' capture, dist/ write")
     ap.add_argument("--pantsd", action="store_true",
                     help="run Pants with pantsd (its default): the cold step starts it, warm and source-only reuse it")
     args = ap.parse_args()

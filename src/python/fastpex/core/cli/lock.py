@@ -24,17 +24,19 @@ import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from fastpex.core.cli.run import ArgumentParser, path_argument, path_or_url_argument, run
 from fastpex.core.errors import UsageError
 from fastpex.core.lock.api import LockOptions, LockRequest, lock
-from fastpex.core.lock.proxy import Route
-from fastpex.core.lockfile import PantsHeader
+from fastpex.core.lockfile.header import PantsHeader
 from fastpex.core.platforms import (
     expand_targets,
     python_versions_for_constraints,
 )
+
+if TYPE_CHECKING:
+    from fastpex.core.lock.proxy import Route
 
 __all__ = ["main", "parse_route", "parse_upload_cutoff", "read_requirements_file"]
 
@@ -182,6 +184,8 @@ def _request(args: argparse.Namespace) -> LockRequest:
     targets = expand_targets(args.target, versions if args.interpreter_constraint else ())
     indexes = _parse_indexes(args.index)
     routes: List[Route] = []
+    if args.route:  # the proxy's module is heavy: loaded only when routes are given
+        from fastpex.core.lock.proxy import Route
     for text in args.route:
         projects, names, platforms = parse_route(text)
         routes.extend(Route(project=project, indexes=names, platforms=platforms) for project in projects)

@@ -14,24 +14,24 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from fastpex.core.lock.build_requirements import record_build_systems
-from fastpex.core.lock.pip import ensure_pip
-from fastpex.core.lock.proxy import Route
-from fastpex.core.lock.python_range import check_lock, lock_targets
+# Only what deciding "unchanged" needs is imported here; the resolve path (pip runs, the proxy,
+# merge, rendering) imports its modules when it runs, so a replayed lock never loads them.
+from fastpex.core.lock.pip import PipTool, ensure_pip
 from fastpex.core.lock.replay import LockReplay
-from fastpex.core.lock.resolve import resolve, validate_requirements
-from fastpex.core.lock.runner import ResolveOptions
-from fastpex.core.lock.sources import open_source
-from fastpex.core.lockfile import PantsHeader, dumps_lock, load_lock, pylock_toml
-from fastpex.core.model import Lock, Target
+from fastpex.core.lockfile.header import PantsHeader
 from fastpex.core.util.cache import write_text_atomically
 from fastpex.core.util.urls import expand_env, strip_credentials
+
+if TYPE_CHECKING:
+    from fastpex.core.lock.proxy import Route
+    from fastpex.core.model import Lock, Target
 
 __all__ = ["LockOptions", "LockRequest", "LockResult", "lock", "without_header"]
 
@@ -93,19 +93,15 @@ def without_header(text: str) -> str:
 
 def lock(request: LockRequest) -> LockResult:
     """Lock `request.requirements` for every target and write the outputs (see the module)."""
-    validate_requirements(request.requirements)
-    # Each target resolves at the lowest patch the header admits (`python_range`).
-    constraints = _admitted_constraints(request)
-    request = dataclasses.replace(request, targets=lock_targets(request.targets, constraints))
-    existing: Optional[Lock] = load_lock(request.existing_lock) if request.existing_lock else None
     options = request.options
-    pip = ensure_pip(
+    # The pip probe (a subprocess) runs while the stored lock's pages are checked.
+    pip = _started(lambda: ensure_pip(
         request.cache_root, explicit=options.pip, index_url=request.indexes[0][1] if request.indexes else None
-    )
-    replay, expanded = _replay(request, pip.version)
+    ))
+    replay, expanded = _replay(request)
     if replay is not None:
         started = time.monotonic()
-        stored = replay.lookup(expanded, jobs=options.metadata_jobs)
+        stored = replay.lookup(expanded, jobs=options.metadata_jobs, pip_version=lambda: pip().version)
         if stored is not None:
             _write_outputs(request, stored.lock_text, stored.pylock_text)
             logger.info(
@@ -117,6 +113,25 @@ def lock(request: LockRequest) -> LockResult:
                 request.output,
             )
             return LockResult(stored.lock_text, stored.pylock_text, None, reused=True)
+    return _lock_afresh(request, pip, replay)
+
+
+def _lock_afresh(request: LockRequest, pip_tool: Callable[[], PipTool], replay: Optional[LockReplay]) -> LockResult:
+    """Resolve, merge, render and write: everything `lock` does when no stored lock is valid."""
+    from fastpex.core.lock.build_requirements import record_build_systems
+    from fastpex.core.lock.python_range import check_lock, lock_targets
+    from fastpex.core.lock.resolve import resolve, validate_requirements
+    from fastpex.core.lock.runner import ResolveOptions
+    from fastpex.core.lock.sources import open_source
+    from fastpex.core.lockfile import dumps_lock, load_lock, pylock_toml
+
+    validate_requirements(request.requirements)
+    # Each target resolves at the lowest patch the header admits (`python_range`).
+    constraints = _admitted_constraints(request)
+    request = dataclasses.replace(request, targets=lock_targets(request.targets, constraints))
+    existing: Optional[Lock] = load_lock(request.existing_lock) if request.existing_lock else None
+    options = request.options
+    pip = pip_tool()
     resolve_options = ResolveOptions(
         only_binary=options.only_binary,
         prereleases=options.prereleases,
@@ -164,7 +179,7 @@ def lock(request: LockRequest) -> LockResult:
     pylock_text = pylock_toml(result.lock) if request.pylock_output else None
     _write_outputs(request, lock_text, pylock_text)
     if replay is not None:
-        replay.store(pages, lock_text, pylock_text)
+        replay.store(pages, lock_text, pylock_text, pip_version=pip.version)
     for note in result.notes:
         logger.info("%s", note)
     logger.info(
@@ -191,6 +206,8 @@ def _iso(when: datetime) -> str:
 
 
 def _hinted_projects(request: LockRequest) -> List[str]:
+    from fastpex.core.lockfile import load_lock
+
     hint = request.hint_lock or (request.output if request.output.is_file() else None)
     if not hint:
         return []
@@ -201,12 +218,40 @@ def _hinted_projects(request: LockRequest) -> List[str]:
         return []
 
 
-def _replay(request: LockRequest, pip_version: Optional[str]) -> Tuple[Optional[LockReplay], Dict[str, str]]:
+def _started(produce: Callable[[], PipTool]) -> Callable[[], PipTool]:
+    """`produce()` running on a thread from now; the returned call waits for its result (or
+    raises its error) and gives the same answer every time."""
+    values: List[PipTool] = []
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            values.append(produce())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the value
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="fastpex-pip", daemon=True)
+    thread.start()
+
+    def result() -> PipTool:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return values[0]
+
+    return result
+
+
+def _replay(request: LockRequest) -> Tuple[Optional[LockReplay], Dict[str, str]]:
     """The lock store for these inputs and the expanded index URLs to check its pages with;
     (None, {}) when reuse is off or can't be trusted (no proxy: nothing records the pages).
 
     The key covers every input that can change the lock's bytes: not where things go (other
-    than whether a pylock is made), how fast, or how loud."""
+    than whether a pylock is made), how fast, or how loud. The targets are keyed as given:
+    what the resolve derives from them (each at its lowest admitted patch) is a function of
+    them, the interpreter constraints and the header, all in the key, and of fastpex's code,
+    which the store keys too. The pip version is checked by `lookup` against the entry, so that
+    its probe runs while the pages are fetched."""
     options = request.options
     if not options.use_proxy or not options.reuse:
         return None, {}
@@ -240,7 +285,6 @@ def _replay(request: LockRequest, pip_version: Optional[str]) -> Tuple[Optional[
         "upgrade": list(request.upgrade),
         "pylock": request.pylock_output is not None,
         "header": asdict(request.header) if request.header is not None else None,
-        "pip": pip_version,
     }
     return LockReplay(material, request.cache_root), expanded
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fastpex.core.cli.lock import main as cli_main
 from fastpex.core.lock.api import LockOptions, LockRequest, lock, without_header
 from fastpex.core.lock.errors import InvalidRequirementError
 from fastpex.core.lockfile import load_lock
@@ -65,3 +69,45 @@ def test_invalid_requirement_is_refused_before_anything_is_written(catalog: Inde
     with pytest.raises(InvalidRequirementError):
         lock(request(catalog, tmp_path, requirements=("app>=",)))
     assert not (tmp_path / "r.lock").exists()
+
+
+def test_a_stored_lock_is_not_reused_when_the_admitted_patch_changes(catalog: IndexServer, tmp_path: Path) -> None:
+    # The key holds the targets as given; the patch each resolves at comes from the interpreter
+    # constraints, which must therefore be in the key: a narrower range is a different lock.
+    one = (parse_target("linux_x86_64-cp311"),)
+    any_patch = lock(request(catalog, tmp_path, targets=one, interpreter_constraints=("CPython==3.11.*",)))
+    assert '"python_full_version": "3.11.0"' in any_patch.lock_text
+    later = lock(request(catalog, tmp_path, targets=one, interpreter_constraints=("CPython>=3.11.4,<3.12",)))
+    assert not later.reused and later.lock is not None
+    assert '"python_full_version": "3.11.4"' in later.lock_text
+    again = lock(request(catalog, tmp_path, targets=one, interpreter_constraints=("CPython==3.11.*",)))
+    assert again.reused and again.lock_text == any_patch.lock_text
+
+
+def test_an_unchanged_lock_loads_none_of_the_resolve_machinery(catalog: IndexServer, tmp_path: Path) -> None:
+    """The replay path decides "unchanged" without importing pip's runner, the proxy, the merge
+    or the lock codec: that is most of its start-up time."""
+    argv = [
+        "--resolve", "r", "--requirement", "app", "--target", "linux_x86_64-cp311", "--target", "macosx_arm64-cp311",
+        "--index", catalog.simple_url, "--output", str(tmp_path / "r.lock"), "--cache-dir", str(tmp_path / "cache"),
+    ]
+    assert cli_main(argv) == 0
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from fastpex.core.cli.lock import main
+        code = main({argv!r})
+        print(" ".join(sorted(m for m in sys.modules if m.startswith(("fastpex.", "packaging.")))))
+        sys.exit(code)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[3])
+    assert proc.returncode == 0, proc.stderr
+    assert "without resolving" in proc.stderr
+    loaded = set(proc.stdout.split())
+    heavy = {
+        "fastpex.core.lock.proxy", "fastpex.core.lock.resolve", "fastpex.core.lock.runner", "fastpex.core.lock.merge",
+        "fastpex.core.lock.metadata", "fastpex.core.lock.sources", "fastpex.core.lockfile.codec",
+        "fastpex.core.lockfile.pylock", "packaging.requirements",
+    }
+    assert loaded and not (heavy & loaded), sorted(heavy & loaded)

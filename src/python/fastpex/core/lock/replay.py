@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import IndexClient
@@ -39,7 +39,7 @@ __all__ = ["LockReplay", "PageBoundEntries", "StoredLock", "code_digest"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the pip version is in the entry, not the key
 
 
 class PageBoundEntries:
@@ -99,10 +99,16 @@ class LockReplay:
         self.path = self.entries.path(self.key)
 
     def lookup(
-        self, index_urls: Mapping[str, str], *, http_config: Optional[HttpConfig] = None, jobs: int = 16
+        self,
+        index_urls: Mapping[str, str],
+        *,
+        http_config: Optional[HttpConfig] = None,
+        jobs: int = 16,
+        pip_version: Optional[Callable[[], str]] = None,
     ) -> Optional[StoredLock]:
-        """The stored lock, if every page it read is unchanged today; None otherwise (also on
-        any error: the full resolve will meet and report it properly)."""
+        """The stored lock, if every page it read is unchanged today and it was made by the pip
+        `pip_version()` names (asked after the pages, so a slow probe overlaps their fetches);
+        None otherwise (also on any error: the full resolve will meet and report it properly)."""
         entry = self.entries.load(self.key)
         if entry is None:
             return None
@@ -130,6 +136,15 @@ class LockReplay:
             return None
         finally:
             http.close()
+        if pip_version is not None:
+            try:
+                pip_now = pip_version()
+            except Exception as e:  # noqa: BLE001 - the resolve asks again and reports it
+                logger.debug("no pip version for the stored lock (%s): resolving", e)
+                return None
+            if entry.get("pip") != pip_now:
+                logger.info("the stored lock was made with pip %s, this is pip %s: resolving", entry.get("pip"), pip_now)
+                return None
         changed = [f"{index}:{project}" for (index, project, digest), today in zip(checks, now) if digest != today]
         logger.debug("checked %d pages for the stored lock in %.2f s", len(checks), time.monotonic() - started)
         if changed:
@@ -140,10 +155,17 @@ class LockReplay:
             return None
         return stored
 
-    def store(self, pages: Mapping[str, Mapping[str, str]], lock_text: str, pylock_text: Optional[str]) -> None:
+    def store(
+        self,
+        pages: Mapping[str, Mapping[str, str]],
+        lock_text: str,
+        pylock_text: Optional[str],
+        *,
+        pip_version: Optional[str] = None,
+    ) -> None:
         if not any(pages.values()):
             return
-        payload = {"created": time.time(), "lock": lock_text, "pylock": pylock_text}
+        payload = {"created": time.time(), "lock": lock_text, "pylock": pylock_text, "pip": pip_version}
         try:
             self.entries.save(self.key, {index: dict(projects) for index, projects in pages.items()}, payload)
         except OSError as e:  # a cache that can't be written only costs the next run time

@@ -109,3 +109,27 @@ def test_an_unreachable_index_falls_back_to_resolving_and_reports_it(
     assert _lock(url, tmp_path) == 2  # the check fails, the resolve reports the index
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
     assert (tmp_path / "out.lock").read_bytes() == before  # untouched
+
+
+def test_a_stored_lock_needs_the_same_pip(index: IndexServer, tmp_path: Path) -> None:
+    # The pip version is checked against the entry (its probe runs while pages are fetched).
+    from fastpex.core.lock.replay import LockReplay
+
+    url = index.simple_url
+    replay = LockReplay({"inputs": "same"}, tmp_path / "cache")
+    from fastpex.core.net.http import HttpClient
+    from fastpex.core.net.index import IndexClient
+
+    http = HttpClient()
+    try:
+        digest = IndexClient(http).page_digest(url, "app")
+    finally:
+        http.close()
+    replay.store({"default": {"app": digest}}, "LOCK", None, pip_version="26.3")
+    assert replay.lookup({"default": url}, pip_version=lambda: "26.3") is not None
+    assert replay.lookup({"default": url}, pip_version=lambda: "26.2") is None
+
+    def no_pip() -> str:
+        raise RuntimeError("no pip here")
+
+    assert replay.lookup({"default": url}, pip_version=no_pip) is None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import Version
+if TYPE_CHECKING:
+    from fastpex.core.model import Lock
 
-from fastpex.core.model import Lock
+# packaging's requirement parser is imported where a header is rendered or compared, not here:
+# a `PantsHeader` is built on every run, also by ones that only find the lock unchanged.
 
 BEGIN_HEADER = "--- BEGIN PANTS LOCKFILE METADATA: DO NOT EDIT OR REMOVE ---"
 END_HEADER = "--- END PANTS LOCKFILE METADATA ---"
@@ -26,6 +27,8 @@ def pants_requirement(text: str) -> str:
     parsed `pkg_resources` requirements; this reproduces the string it would write itself
     (packaging 21.3 formatting: sorted extras and specifiers, `name@ url`).
     """
+    from packaging.requirements import Requirement
+
     req = Requirement(text)
     parts = [req.name]
     if req.extras:
@@ -43,6 +46,8 @@ def pants_requirement(text: str) -> str:
 
 def pants_interpreter_constraint(text: str) -> str:
     """An interpreter constraint as Pants normalizes it (`>=3.9,<3.14` -> `CPython<3.14,>=3.9`)."""
+    from packaging.requirements import InvalidRequirement
+
     try:
         return pants_requirement(text)
     except InvalidRequirement:
@@ -103,5 +108,7 @@ def lock_interpreter_constraints(lock: Lock) -> List[str]:
     """The interpreter constraints a lock is valid for: its own, else one `==X.Y.*` per target."""
     if lock.requires_python:
         return sorted({pants_interpreter_constraint(c) for c in lock.requires_python})
+    from packaging.version import Version
+
     versions = sorted({r.target.python_version for r in lock.resolves}, key=Version)
     return [f"CPython=={v}.*" for v in versions]

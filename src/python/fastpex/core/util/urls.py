@@ -14,8 +14,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Tuple
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Iterable, List, Optional, Tuple
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -101,38 +101,107 @@ def _netrc_credentials(host: str, netrc_file: Optional[Path] = None) -> Optional
     return Credentials(login or "", password or "")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: SplitResult) -> Optional[Tuple[str, str, int]]:
+    """(scheme, host, port) with the default port filled in; None for a URL without a host."""
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: matches nothing
+        return None
+    if not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS.get(scheme, -1)
+
+
+def _segments(path: str) -> Tuple[str, ...]:
+    """The path's segments as a server sees them: percent-decoded one by one (so `%2F` stays
+    inside its segment), empty and `.` segments dropped, `..` resolved (RFC 3986 5.2.4)."""
+    out: List[str] = []
+    for raw in path.split("/"):
+        segment = unquote(raw)
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    return tuple(out)
+
+
+def _is_prefix(prefix: Tuple[str, ...], segments: Tuple[str, ...]) -> bool:
+    return segments[: len(prefix)] == prefix
+
+
+def _match_key(index: Tuple[str, ...], target: Tuple[str, ...]) -> Tuple[int, int]:
+    """How well an index path matches a URL path on one origin, bigger is better: 2 if the
+    index path contains the URL, 1 if the index's directory (its path without the last segment)
+    does, else 0; then the number of leading segments they share (the longest match wins)."""
+    shared = 0
+    for a, b in zip(index, target):
+        if a != b:
+            break
+        shared += 1
+    if _is_prefix(index, target):
+        return 2, shared
+    return (1 if _is_prefix(index[:-1], target) else 0), shared
+
+
+def _configured_credentials(target: SplitResult, configured_indexes: Iterable[str]) -> Optional[Credentials]:
+    origin = _origin(target)
+    if origin is None:
+        return None
+    path = _segments(target.path)
+    best: Optional[Tuple[int, int]] = None
+    winners: List[Credentials] = []
+    for configured in configured_indexes:
+        creds = credentials_in(configured)
+        if creds is None:  # an index without credentials has none to give, nor to withhold
+            continue
+        parts = urlsplit(strip_credentials(expand_env(configured)))
+        if _origin(parts) != origin:
+            continue
+        key = _match_key(_segments(parts.path), path)
+        if best is None or key > best:
+            best, winners = key, [creds]
+        elif key == best:
+            winners.append(creds)
+    # A tie between indexes with different credentials names no single owner for the URL:
+    # send none of them rather than guess (pip would take the first index listed).
+    if winners and all(w == winners[0] for w in winners):
+        return winners[0]
+    return None
+
+
 def authorization_for(
     url: str, configured_indexes: Iterable[str] = (), netrc_file: Optional[Path] = None
 ) -> Optional[str]:
     """The `Authorization` header for a credential-free `url`.
 
-    Credentials come from the configured index URL with the longest matching scheme+host+path
-    prefix, else from the URL itself, else from the netrc for its host: `netrc_file` when one is
+    The URL's own credentials come first. Then the configured indexes on the URL's origin
+    (scheme, host and port, exactly, a missing port being the scheme's default: the boundary
+    pip's `MultiDomainBasicAuth` draws too) decide, matched on whole path segments, never on
+    characters (`/private/simple` shares nothing with `/packages/a.whl`). The best match wins:
+    the index whose path contains the URL (the longest such); else the index whose directory,
+    its path without the last segment, contains it (the longest such), which is where indexes
+    put their files (PyPI's `/packages` beside `/simple`, devpi's `+f` beside `+simple`,
+    GitLab's `files` beside `simple`); else the index sharing the most leading segments with
+    it, as pip does (a devpi index links the files it inherits under `/root/pypi/+f`). So a
+    file anywhere on a host with one index gets that index's credentials, as in pip. Indexes
+    without credentials take no part; a tie between different credentials sends none of them
+    (pip would take the first listed). Last comes the netrc entry for the host: `netrc_file` when one is
     named (and then no other), else `default_netrc_path()`.
     """
     own = credentials_in(url)
     if own is not None:
         return own.header()
     target = urlsplit(url)
-    best: Optional[Tuple[int, Credentials]] = None
-    for configured in configured_indexes:
-        creds = credentials_in(configured)
-        if creds is None:
-            continue
-        parts = urlsplit(strip_credentials(expand_env(configured)))
-        if (parts.scheme, parts.hostname, parts.port) != (
-            target.scheme,
-            target.hostname,
-            target.port,
-        ):
-            continue
-        # Files are often served from a different path than the index pages (PyPI's
-        # /simple vs /packages), so a same-host match is enough; a longer path prefix wins.
-        score = len(os.path.commonprefix([parts.path, target.path]))
-        if best is None or score > best[0]:
-            best = (score, creds)
-    if best is not None:
-        return best[1].header()
+    configured = _configured_credentials(target, configured_indexes)
+    if configured is not None:
+        return configured.header()
     if target.hostname:
         creds = _netrc_credentials(target.hostname, netrc_file)
         if creds is not None:

@@ -76,7 +76,7 @@ def test_configured_index_credentials_go_to_its_origin_only() -> None:
     assert authorization_for("https://pypi.example.com/packages/a.whl", ["https://ci:pw1@pypi.example.com/simple"]) == _basic(
         "ci", "pw1"
     )
-    # Two indexes on one host: the longest common path prefix wins.
+    # Two indexes on one host: the longest whole-segment match wins.
     configured = ["https://ci:pw1@pypi.example.com/simple", "https://ci:pw2@pypi.example.com/private/simple"]
     assert authorization_for("https://pypi.example.com/simple/a/a.whl", configured, Path("/none")) == _basic("ci", "pw1")
     assert authorization_for("https://pypi.example.com/private/simple/a/", configured, Path("/none")) == _basic("ci", "pw2")
@@ -84,6 +84,85 @@ def test_configured_index_credentials_go_to_its_origin_only() -> None:
         assert authorization_for(other, configured, Path("/none")) is None, other
     # The URL's own credentials beat everything.
     assert authorization_for("https://me:mine@pypi.example.com/x", configured) == _basic("me", "mine")
+
+
+_TWO_ON_ONE_HOST = ["https://ci:pw1@h.example/simple", "https://ci:pw2@h.example/private/simple"]
+
+
+@pytest.mark.parametrize(
+    "url, owner",
+    [
+        # The reported leak: `/packages` and `/private` share the character `p`, not a segment.
+        # Files beside `/simple` (PyPI's layout) belong to the index whose directory holds them.
+        ("https://h.example/packages/ab/a-1.0-py3-none-any.whl", "pw1"),
+        ("https://h.example/private/packages/a-1.0.whl", "pw2"),  # beside /private/simple
+        ("https://h.example/private/simple/a/", "pw2"),
+        ("https://h.example/simple/private/a/", "pw1"),
+        ("https://h.example/simplex/a.whl", "pw1"),  # not in /simple, but beside it
+        ("https://h.example/privatex/simple/a.whl", "pw1"),  # `privatex` is not `private`
+        # Dot segments and percent-escapes are resolved as the server resolves them.
+        ("https://h.example/private/simple/../../packages/a.whl", "pw1"),
+        ("https://h.example/%70rivate/simple/a/", "pw2"),
+        ("https://h.example/private%2Fsimple/a/", "pw1"),  # one segment `private/simple`
+        ("https://h.example:443/private/simple/a/", "pw2"),  # the default port is the same origin
+        ("https://H.EXAMPLE/private/simple/a/", "pw2"),
+    ],
+)  # fmt: skip
+def test_indexes_on_one_host_match_whole_path_segments(url: str, owner: str) -> None:
+    for configured in (_TWO_ON_ONE_HOST, _TWO_ON_ONE_HOST[::-1]):  # the order never matters
+        assert authorization_for(url, configured, Path("/none")) == _basic("ci", owner), url
+
+
+def test_a_tie_between_different_credentials_sends_none(tmp_path: Path) -> None:
+    siblings = ["https://a:pw1@h.example/team-a/simple", "https://b:pw2@h.example/team-b/simple"]
+    # Neither index path nor directory holds `/packages`: no owner, so neither is sent...
+    assert authorization_for("https://h.example/packages/a.whl", siblings, Path("/none")) is None
+    # ... and the host's netrc entry, which the user gave for the whole host, applies.
+    netrc_file = _netrc(tmp_path / "netrc", "h.example", "n", "pwn")
+    assert authorization_for("https://h.example/packages/a.whl", siblings, netrc_file) == _basic("n", "pwn")
+    # The same credentials twice are no conflict; one shared segment decides too.
+    same = ["https://a:pw1@h.example/team-a/simple", "https://a:pw1@h.example/team-b/simple"]
+    assert authorization_for("https://h.example/packages/a.whl", same, Path("/none")) == _basic("a", "pw1")
+    assert authorization_for("https://h.example/team-b/x/a.whl", siblings, Path("/none")) == _basic("b", "pw2")
+    # An index without credentials takes no part.
+    mixed = ["https://h.example/team-b/simple", "https://a:pw1@h.example/team-a/simple"]
+    assert authorization_for("https://h.example/team-a/files/a.whl", mixed, Path("/none")) == _basic("a", "pw1")
+
+
+_SEGMENT = st.text(alphabet="ab", min_size=1, max_size=3)  # tiny alphabet: shared characters abound
+_PATH = st.lists(_SEGMENT, min_size=0, max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_PATH, _PATH, _PATH, st.booleans())
+def test_the_index_containing_the_url_gets_it_whatever_characters_paths_share(
+    owner: list, other: list, rest: list, other_first: bool
+) -> None:
+    """A URL inside an index's path gets that index's credentials, unless another index's path
+    also contains it and is longer; the order of the indexes never matters."""
+    if other == owner:
+        return
+    url = "https://h.example/" + "/".join(owner + rest)
+    indexes = ["https://o:OWNER@h.example/" + "/".join(owner), "https://x:OTHER@h.example/" + "/".join(other)]
+    if other_first:
+        indexes.reverse()
+    other_wins = (owner + rest)[: len(other)] == other and len(other) > len(owner)
+    expected = _basic("x", "OTHER") if other_wins else _basic("o", "OWNER")
+    assert authorization_for(url, indexes, Path("/none")) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["h.example", "g.example", "h.example.evil"]),
+    st.sampled_from([None, 80, 443, 8443]),
+    _PATH,
+)
+def test_credentials_only_go_to_the_exact_origin(scheme: str, host: str, port: Optional[int], path: list) -> None:
+    url = f"{scheme}://{host}{'' if port is None else f':{port}'}/" + "/".join(path)
+    granted = authorization_for(url, ["https://o:pw@h.example/simple"], Path("/none"))
+    same_origin = scheme == "https" and host == "h.example" and port in (None, 443)
+    assert granted == (_basic("o", "pw") if same_origin else None)
 
 
 def _netrc(path: Path, host: str, login: str, password: str) -> Path:

@@ -11,10 +11,12 @@ import contextlib
 import enum
 import fcntl
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, List, Optional, Union
 
 CACHE_DIR_ENV = "FASTPEX_CACHE_DIR"
 
@@ -49,10 +51,95 @@ def default_cache_root() -> Path:
 
 
 def cache_dir(kind: CacheKind, root: Optional[Path] = None) -> Path:
-    """`<root>/<kind>/v<version>`, created on demand."""
+    """`<root>/<kind>/v<version>`, created on demand; swept of dead writers' temp files at most
+    once per `STALE_TEMP_AGE` (`remove_stale_temp_files`)."""
     path = (root or default_cache_root()) / kind.dirname / f"v{kind.version}"
     path.mkdir(parents=True, exist_ok=True)
+    _sweep_now_and_then(path)
     return path
+
+
+# A temp file or work dir is this old (by mtime) before a sweep may take it: far longer than a
+# live writer leaves its temp file untouched (a download writes continuously and gives up after
+# `total_timeout`, 300 s), and atomic_file/atomic_directory writers hold the entry's lock too.
+STALE_TEMP_AGE = 3600.0
+# `.<entry>.<8 random chars>.tmp|.work`: the names tempfile.mkstemp/mkdtemp give every writer here.
+_TEMP_NAME = re.compile(r"^\.(?P<entry>.+)\.[A-Za-z0-9_]{8}\.(?:tmp|work)$")
+
+
+def _sweep_now_and_then(kind_dir: Path) -> None:
+    marker = kind_dir.with_name(f".{kind_dir.name}.swept")  # outside the entries' directory
+    try:
+        if time.time() - marker.stat().st_mtime < STALE_TEMP_AGE:
+            return
+    except FileNotFoundError:
+        pass
+    try:
+        marker.touch()
+    except OSError:
+        return  # a read-only cache: nothing to sweep either
+    remove_stale_temp_files(kind_dir)
+
+
+@contextlib.contextmanager
+def _unless_locked(lock_path: Path) -> Iterator[bool]:
+    """Yields False while another holder (a live writer) has `lock_path`; else True, holding it.
+    A missing lock file is not created: no atomic_file writer is at work without one."""
+    try:
+        fd = os.open(str(lock_path), os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(directory: Path, *, older_than: float = STALE_TEMP_AGE, depth: int = 2) -> List[Path]:
+    """Remove the temp files and work dirs that writers killed mid-write left beside entries in
+    `directory` (and its subdirectories, `depth` levels down), and return them.
+
+    Only names these helpers give (`.<entry>.<8 chars>.tmp` or `.work`), untouched for
+    `older_than` seconds, whose entry's lock no one holds (taken while removing): never a live
+    writer's. Work dirs are not looked into, only removed whole.
+    """
+    cutoff = time.time() - older_than
+    removed: List[Path] = []
+    try:
+        children = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for child in children:
+        match = _TEMP_NAME.match(child.name)
+        if match is None:
+            if depth > 0 and not child.name.startswith(".") and child.is_dir(follow_symlinks=False):
+                removed += remove_stale_temp_files(Path(child.path), older_than=older_than, depth=depth - 1)
+            continue
+        try:
+            if child.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        path = Path(child.path)
+        with _unless_locked(lock_path_for(path.with_name(match.group("entry")))) as free:
+            if not free:
+                continue
+            if child.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from fastpex.core.util.cache import (
     cache_dir,
     default_cache_root,
     lock_path_for,
+    remove_stale_temp_files,
     write_bytes_atomically,
 )
 
@@ -170,6 +171,78 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_no_stuck_lock(tmp_path: P
 
     atomic_file(final, produce)
     assert final.read_bytes() == b"complete entry"
+
+
+def _killed_writer_leftover(final: Path, started: Path) -> Path:
+    """Run a writer, SIGKILL it mid-write, and return the temp file it left beside `final`."""
+    crashing = _SPAWN.Process(target=_crashing_writer, args=(str(final), str(started)))
+    crashing.start()
+    _wait_for(started, crashing)
+    assert crashing.pid is not None
+    os.kill(crashing.pid, signal.SIGKILL)
+    crashing.join(30)
+    assert crashing.exitcode == -signal.SIGKILL
+    (temp,) = [p for p in final.parent.iterdir() if p.name.endswith(".tmp")]
+    return temp
+
+
+def _wait_for(started: Path, process: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.is_alive() and time.monotonic() < deadline, "the writer never started"
+        time.sleep(0.01)
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_killed_writers_temp_file_is_swept_once_stale_never_a_live_writers(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    kind_dir = cache_dir(CacheKind.ARTIFACTS, root)
+    dead = _killed_writer_leftover(kind_dir / "ab" / "dead-entry", tmp_path / "dead-started")
+    # A live writer, mid-write and holding its entry's lock, whose temp file looks just as old.
+    live_final, live_started = kind_dir / "cd" / "live-entry", tmp_path / "live-started"
+    live = _SPAWN.Process(target=_crashing_writer, args=(str(live_final), str(live_started)))
+    live.start()
+    try:
+        _wait_for(live_started, live)
+        (live_temp,) = [p for p in live_final.parent.iterdir() if p.name.endswith(".tmp")]
+        # Fresh temp files are left alone: a writer may still own one whatever its lock says.
+        assert remove_stale_temp_files(kind_dir) == [] and dead.exists()
+        _age(dead, 2 * 3600)
+        _age(live_temp, 2 * 3600)
+        assert remove_stale_temp_files(kind_dir) == [dead]
+        assert not dead.exists() and live_temp.exists()
+        assert sorted(p.name for p in dead.parent.iterdir()) == [lock_path_for(dead.parent / "dead-entry").name]
+    finally:
+        assert live.pid is not None
+        os.kill(live.pid, signal.SIGKILL)
+        live.join(30)
+    # Dead now too: its lock died with it, so the stale temp file goes.
+    assert remove_stale_temp_files(kind_dir) == [live_temp]
+
+
+def test_opening_a_cache_dir_sweeps_it_at_most_once_an_hour(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    kind_dir = cache_dir(CacheKind.METADATA, root)
+    final = kind_dir / "ab" / "entry"
+    temp = _killed_writer_leftover(final, tmp_path / "started")
+    stale_work = kind_dir / ".tree.a1b2c3d4.work"  # an atomic_directory writer's, lock-less
+    (stale_work / "sub").mkdir(parents=True)
+    keep = [kind_dir / ".notes.tmp", kind_dir / "ab" / "entry.tmp"]  # not names the helpers give
+    for path in keep:
+        path.write_bytes(b"x")
+    for path in (temp, stale_work, *keep):
+        _age(path, 2 * 3600)
+    cache_dir(CacheKind.METADATA, root)  # swept when it was created, a moment ago: not again
+    assert temp.exists()
+    marker = kind_dir.with_name(f".{kind_dir.name}.swept")
+    _age(marker, 2 * 3600)
+    assert cache_dir(CacheKind.METADATA, root) == kind_dir
+    assert not temp.exists() and not stale_work.exists() and all(p.exists() for p in keep)
+    assert marker.stat().st_mtime > time.time() - 60
 
 
 def test_a_failed_produce_or_verify_leaves_nothing(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from packaging.version import Version
 
 from fastpex.core.net.index import ProjectFile
 from fastpex.core.net.json_page import PageFiles
-from fastpex.core.util.filenames import parse_dist_filename
+from fastpex.core.util.filenames import parse_dist_filename, wheel_parts
 
 __all__ = ["ProjectView", "file_in_views", "file_token"]
 
@@ -35,17 +35,26 @@ def _token(url: str, sha256: Optional[str]) -> str:
     return hashlib.sha256(f"{url}\0{sha256 or ''}".encode("utf-8")).hexdigest()[:32]
 
 
-def file_in_views(token: str, views: Iterable[Union["ProjectView", "Future[Optional[ProjectView]]"]]) -> Optional[ProjectFile]:
-    """The file the first of `views` (or of those futures that hold one) names `token`."""
+def file_in_views(
+    token: str, filename: Optional[str], views: Iterable[Union["ProjectView", "Future[Optional[ProjectView]]"]]
+) -> Optional[ProjectFile]:
+    """The file the first of `views` (or of those futures that hold one) names `token` (see
+    `ProjectView.file_of_token`): first among the views of the project its `filename` names."""
+    built: List[ProjectView] = []
     for item in views:
-        view: Optional[ProjectView]
         if isinstance(item, Future):
             if not item.done() or item.cancelled() or item.exception() is not None:
                 continue
             view = item.result()
+            if view is not None:
+                built.append(view)
         else:
-            view = item
-        found = view.file_of_token(token) if view is not None else None
+            built.append(item)
+    parsed = parse_dist_filename(filename[: -len(".metadata")] if filename.endswith(".metadata") else filename) if filename else None
+    if parsed is not None:  # most likely its own project's page; any other is asked next
+        built.sort(key=lambda view: view.name != parsed.name)
+    for view in built:
+        found = view.file_of_token(token, filename)
         if found is not None:
             return found
     return None
@@ -63,14 +72,10 @@ class ProjectView:
         self.name = name
         self.files: PageFiles = PageFiles.of(files)
         columns = self.files
-        urls = columns.urls
-        sha256 = columns.sha256
-        self.tokens: Tuple[str, ...] = tuple([_token(url, sha256(i)) for i, url in enumerate(urls)])
-        # url -> token; a later file with the same URL wins (as registering them in order did)
-        self.token_by_url: Dict[str, str] = dict(zip(urls, self.tokens))
-        # token -> the first file with it (as the proxy's registry kept the first)
-        n = len(urls)
-        self._index_of_token: Dict[str, int] = dict(zip(reversed(self.tokens), range(n - 1, -1, -1)))
+        n = len(columns)
+        self._tokens: List[Optional[str]] = [None] * n  # made when a file is served or looked up
+        self._all_tokens: Optional[Dict[str, int]] = None
+        self._by_filename: Optional[Dict[str, List[int]]] = None
         self._wheel_tags: List[Optional["frozenset[str]"]] = []
         versions: Dict[str, Version] = {}
         self._version_of: List[Optional[str]] = []  # per file: its version's text
@@ -78,51 +83,102 @@ class ProjectView:
         add_tags, add_version = self._wheel_tags.append, self._version_of.append
         yanked = columns.yanked
         for i, filename in enumerate(columns.filenames):
+            if filename.endswith(".whl"):  # most files: no per-file object made (`wheel_parts`)
+                parts = wheel_parts(filename)
+                if parts is None:
+                    add_version(None)
+                    add_tags(None)
+                    continue
+                (_, version, text), tags = parts
+                add_version(text)
+                add_tags(tags)
+                if text not in versions:
+                    versions[text] = version
+                if not yanked(i):
+                    wheels.setdefault(text, []).append((i, tags))
+                continue
             parsed = parse_dist_filename(filename)
             if parsed is None:
                 add_version(None)
                 add_tags(None)
                 continue
-            text = parsed.version_text
-            add_version(text)
+            add_version(parsed.version_text)
             add_tags(parsed.tags)
-            if text is not None and parsed.version is not None:
-                if text not in versions:
-                    versions[text] = parsed.version
-                if parsed.tags is not None and not yanked(i):
-                    wheels.setdefault(text, []).append((i, parsed.tags))
+            if parsed.version_text is not None and parsed.version is not None and parsed.version_text not in versions:
+                versions[parsed.version_text] = parsed.version  # an sdist: no wheel to rank
         self.versions: Tuple[str, ...] = tuple(sorted(versions, key=versions.__getitem__))
         self._wheels_newest_first = [wheels[v] for v in sorted(wheels, key=versions.__getitem__, reverse=True)]
         self._lock = threading.Lock()
-        self._by_version: Optional[Dict[Optional[str], List[str]]] = None
+        self._by_version: Optional[Dict[Optional[str], List[int]]] = None
         self._all_sized: Optional[bool] = None
         self._usable: Dict[Tuple[object, ...], Tuple[int, ...]] = {}
         self._json_parts: List[Optional[Tuple[str, str]]] = [None] * n
         self._digest: Optional[str] = source_digest
 
-    # -- what every target shares -------------------------------------------------------------
-    def file_of_token(self, token: str) -> Optional[ProjectFile]:
-        """The file this view names `token` (made now if it was not yet), else None."""
-        i = self._index_of_token.get(token)
-        return None if i is None else self.files[i]
+    # -- tokens, made lazily ------------------------------------------------------------------
+    def token(self, i: int) -> str:
+        """The proxy's name for `files[i]` (`file_token`), from its URL and sha256 only."""
+        known = self._tokens[i]
+        if known is None:
+            known = self._tokens[i] = _token(self.files.urls[i], self.files.sha256(i))
+        return known
 
-    def tokens_of_version(self, version: Optional[str]) -> Sequence[str]:
-        """Tokens of the files of `version` (the normalized text of a filename's version; None:
-        files without a PEP 440 version), unique by URL and in URL order."""
+    def tokens_made(self) -> int:
+        """How many tokens were made so far (tests: laziness is a feature)."""
+        return sum(1 for t in self._tokens if t is not None)
+
+    @property
+    def tokens(self) -> Tuple[str, ...]:
+        return tuple(self.token(i) for i in range(len(self.files)))
+
+    @property
+    def token_by_url(self) -> Dict[str, str]:
+        """url -> token; a later file with the same URL wins (as registering them in order did)."""
+        return dict(zip(self.files.urls, self.tokens))
+
+    def file_of_token(self, token: str, filename: Optional[str] = None) -> Optional[ProjectFile]:
+        """The first file this view names `token`, else None. With the `filename` of its URL
+        (`<name>` or `<name>.metadata`) only the files so named get a token made."""
+        if filename is None:
+            if self._all_tokens is None:  # token -> the first file with it
+                tokens = self.tokens
+                self._all_tokens = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))
+            i = self._all_tokens.get(token)
+            return None if i is None else self.files[i]
+        by_filename = self._by_filename
+        if by_filename is None:
+            by_filename = {}
+            for j, name in enumerate(self.files.filenames):
+                by_filename.setdefault(name, []).append(j)
+            self._by_filename = by_filename
+        names = (filename, filename[: -len(".metadata")]) if filename.endswith(".metadata") else (filename,)
+        for j in sorted(j for name in names for j in by_filename.get(name, ())):
+            if self.token(j) == token:
+                return self.files[j]
+        return None
+
+    # -- what every target shares -------------------------------------------------------------
+
+    def tokens_of_version(self, version: Optional[str]) -> Tuple[str, ...]:
+        return tuple(self.token(i) for i in self.indexes_of_version(version))
+
+    def indexes_of_version(self, version: Optional[str]) -> Sequence[int]:
+        """The files of `version` (the normalized text of a filename's version; None: files
+        without a PEP 440 version), unique by URL and in URL order."""
         return self._versions_index().get(version, ())
 
     def version_texts(self) -> Sequence[Optional[str]]:
         return list(self._versions_index())
 
-    def _versions_index(self) -> Dict[Optional[str], List[str]]:
-        """version text -> tokens, by URL; built on first use (the merge asks for a few projects)."""
+    def _versions_index(self) -> Dict[Optional[str], List[int]]:
+        """version text -> files, by URL; built on first use (the merge asks for a few projects)."""
         by_version = self._by_version
         if by_version is None:
-            index_of_url = dict(zip(self.files.urls, range(len(self.tokens))))  # a later file wins
+            index_of_url = dict(zip(self.files.urls, range(len(self.files))))  # a later file wins
             by_version = {}
             for url in sorted(index_of_url):
                 i = index_of_url[url]
-                by_version.setdefault(self._version_of[i], []).append(self.tokens[i])
+                by_version.setdefault(self._version_of[i], []).append(i)
             self._by_version = by_version
         return by_version
 
@@ -217,7 +273,7 @@ class ProjectView:
         for i in indexes:
             part = parts[i]
             if part is None:  # only the files some target can use are ever serialized
-                part = parts[i] = _json_entry_parts(self.files[i], self.tokens[i])
+                part = parts[i] = _json_entry_parts(self.files[i], self.token(i))
             entries.append(part[0] + base + part[1])
         joined = ", ".join(entries)
         meta = json.dumps({"api-version": "1.1" if self.all_sized else "1.0"})

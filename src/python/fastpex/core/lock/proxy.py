@@ -47,6 +47,7 @@ from fastpex.core.errors import UserError
 from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
 from fastpex.core.lock.metadata_store import remote_sha256
+from fastpex.core.lock.pinned_pages import PinnedPages, narrow
 from fastpex.core.lock.project_view import ProjectView, file_in_views, file_token
 from fastpex.core.lock.proxy_http import PEP691_JSON, TARGET_RE, ProxyServer, page_body, python_admitted
 from fastpex.core.net.http import HttpClient, HttpConfig
@@ -178,7 +179,8 @@ class MetadataProxy:
         self._tag_sets: Dict[str, "frozenset[str]"] = {}
         self._priorities: Dict[str, Dict[str, int]] = {}
         self._dependencies: Dict[bytes, List[str]] = {}  # metadata -> its unconditional deps
-        self._rendered: Dict[Tuple[str, str, str], bytes] = {}
+        self._rendered: Dict[Tuple[str, str, str, Optional[str]], bytes] = {}
+        self.pinned_pages = PinnedPages()  # the pins of each target's pip run in flight
         self._page_requests: Dict[str, Set[str]] = {}
         self._stopping = False
         self._server: Optional[ProxyServer] = None
@@ -243,15 +245,15 @@ class MetadataProxy:
         with self._lock:
             self._artifact_requests += 1
 
-    def file_for_token(self, token: str) -> Optional[ProjectFile]:
-        """The upstream file a `/files/<token>/...` URL stands for, if this proxy served it."""
+    def file_for_token(self, token: str, filename: Optional[str] = None) -> Optional[ProjectFile]:
+        """The upstream file a `/files/<token>/<filename>` URL stands for, if this proxy has it."""
         with self._lock:
-            return self._file_of_token(token)
+            return self._file_of_token(token, filename)
 
-    def _file_of_token(self, token: str, view: Optional[ProjectView] = None) -> Optional[ProjectFile]:
+    def _file_of_token(self, token: str, filename: Optional[str], view: Optional[ProjectView] = None) -> Optional[ProjectFile]:
         """(Under `_lock`.) A file hashed since (`ensure_sha256`), else the one `view` (or any
-        view built so far) names so: views make their files only when asked."""
-        return self._tokens.get(token) or file_in_views(token, [view] if view else self._views.values())
+        view built so far) names so: views make their files and tokens only when asked."""
+        return self._tokens.get(token) or file_in_views(token, filename, [view] if view else self._views.values())
 
     @property
     def errors(self) -> List[Exception]:
@@ -275,7 +277,7 @@ class MetadataProxy:
                 view = self._served.get(t, {}).get(name)
                 if view is not None:
                     tokens.update((url, (tok, view)) for url, tok in view.token_by_url.items())
-            found = [self._file_of_token(tok, view) for _, (tok, view) in sorted(tokens.items())]
+            found = [self._file_of_token(tok, None, view) for _, (tok, view) in sorted(tokens.items())]
         return [f for f in found if f is not None]  # all: a view's own tokens
 
     def files_of_version(self, target: str, project: str, version: Optional[str]) -> Optional[List[ProjectFile]]:
@@ -287,15 +289,14 @@ class MetadataProxy:
             return None
         self._register(target, view)
         with self._lock:
-            found = [self._file_of_token(tok, view) for tok in view.tokens_of_version(version)]
-        return [f for f in found if f is not None]  # all: a view's own tokens
+            return [self._tokens.get(view.token(i)) or view.files[i] for i in view.indexes_of_version(version)]
 
     def upstream_file(self, proxy_url: str) -> ProjectFile:
         """The upstream file behind a proxy file URL (as pip reports it in `download_info`)."""
         parts = unquote(urlsplit(proxy_url).path).strip("/").split("/")
         if len(parts) == 4 and parts[1] == "files":
             with self._lock:
-                file = self._file_of_token(parts[2])
+                file = self._file_of_token(parts[2], parts[3])
             if file is not None and parts[3] in (file.filename, file.filename + ".metadata"):
                 return file
         raise KeyError(f"`{proxy_url}` is not a file URL this proxy served")
@@ -467,20 +468,20 @@ class MetadataProxy:
         return view.digest()  # upstream pages are fetched once per proxy: it holds for its life
 
     def render_page(self, target: str, project: str, media: str) -> Optional[bytes]:
-        """The page pip gets; rendered once per (target, project, media type) per proxy."""
+        """The page pip gets; rendered once per (target, project, media type, pin) per proxy."""
         name = normalize_project_name(project)
-        key = (target, name, media)
+        key = (target, name, media, self.pinned_pages.pin(target, name))
         with self._lock:
             cached = self._rendered.get(key)
         if cached is not None:
             return cached
-        body = self._render_page(target, name, media)
+        body = self._render_page(target, name, media, key[3])
         if body is not None:
             with self._lock:
                 self._rendered[key] = body
         return body
 
-    def _render_page(self, target: str, name: str, media: str) -> Optional[bytes]:
+    def _render_page(self, target: str, name: str, media: str, pin: Optional[str]) -> Optional[bytes]:
         view = self.view(target, name)
         if view is None:
             return None
@@ -488,12 +489,11 @@ class MetadataProxy:
         with self._lock:
             self._speculated.add((target, name))
         self._maybe_prefetch(target, view)
-        usable = self._usable_by(target, view)
+        usable = narrow(view, self._usable_by(target, view), pin)  # only `==pin` files, if pinned
         base = f"{self.url}/{quote(target)}/files"
         if media == PEP691_JSON:
             return view.json_page(usable, base)
-        files = [view.files[i] for i in usable]
-        return page_body(name, view.files, files, view.token_by_url, base, media)
+        return page_body(name, view.files, [view.files[i] for i in usable], view.token_by_url, base, media)
 
     def _usable_by(self, target: str, view: ProjectView) -> Sequence[int]:
         """Indexes of the files pip could pick for `target` (all, when its tags are unknown):

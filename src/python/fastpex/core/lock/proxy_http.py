@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, media, head)
 
     def _file(self, proxy: "MetadataProxy", target: str, token: str, filename: str, head: bool) -> None:
-        file = proxy.file_for_token(token)
+        file = proxy.file_for_token(token, filename)
         if file is None:
             self._send(404, b"unknown file\n", "text/plain", head)
             return

@@ -3,8 +3,8 @@
 A lock reads pages that list 54k files (numpy alone 4,400) and serves pip the few hundred some
 target can use. Making one frozen `ProjectFile` per listed file (its hashes, core metadata,
 size, upload time checked and copied) was most of the cost of a page. `PageFiles` keeps what
-`json.loads` gave, with the columns every file needs (filename, absolute URL, hashes: what the
-proxy names a file by), and builds each `ProjectFile` on first access, by the same rules.
+`json.loads` gave, with the columns every file needs (filename, absolute URL), and builds a
+file's hashes and its `ProjectFile` on first access, by the same rules.
 Unsafe filenames are still dropped up front, so no index can reach a path through them.
 """
 
@@ -30,25 +30,28 @@ _SAFE_FILENAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*\Z")
 
 
 class PageFiles(Sequence[ProjectFile]):
-    """A page's files in page order. `filenames`, `urls` and `hashes` are columns, one entry per
-    file; `files[i]` is made on first access and kept. Either from JSON entries (`parse_json_page`)
-    or from made files (`PageFiles.of`)."""
+    """A page's files in page order. `filenames` and `urls` are columns, one entry per file;
+    `hashes(i)` and `files[i]` are made on first access and kept. Either from JSON entries
+    (`parse_json_page`) or from made files (`PageFiles.of`)."""
 
-    __slots__ = ("filenames", "urls", "hashes", "_entries", "_made", "_lock")
+    __slots__ = ("filenames", "urls", "_hashes", "_fragment_hashes", "_entries", "_made", "_lock")
 
     def __init__(
         self,
         filenames: List[str],
         urls: List[str],
-        hashes: List[Mapping[str, str]],
         entries: Optional[List[Mapping[str, Any]]],
+        fragment_hashes: Optional[Dict[int, Dict[str, str]]] = None,
         made: Optional[List[Optional[ProjectFile]]] = None,
     ) -> None:
         self.filenames = filenames
         self.urls = urls
-        self.hashes = hashes
         self._entries = entries
+        self._fragment_hashes = fragment_hashes or {}  # file -> the hash in its URL's fragment
         self._made: List[Optional[ProjectFile]] = made if made is not None else [None] * len(filenames)
+        self._hashes: List[Optional[Mapping[str, str]]] = (
+            [None] * len(filenames) if made is None else [f.hashes if f is not None else None for f in made]
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -57,11 +60,19 @@ class PageFiles(Sequence[ProjectFile]):
         if isinstance(files, PageFiles):
             return files
         made: List[Optional[ProjectFile]] = list(files)
-        return cls([f.filename for f in files], [f.url for f in files], [f.hashes for f in files], None, made)
+        return cls([f.filename for f in files], [f.url for f in files], None, None, made)
 
     # -- columns that need no ProjectFile ------------------------------------------------------
+    def hashes(self, i: int) -> Mapping[str, str]:
+        known = self._hashes[i]
+        if known is None:
+            assert self._entries is not None
+            known = _index._clean_hashes(self._entries[i].get("hashes")) or self._fragment_hashes.get(i, {})
+            self._hashes[i] = known  # the same value whichever thread gets here first
+        return known
+
     def sha256(self, i: int) -> Optional[str]:
-        value = self.hashes[i].get("sha256")
+        value = self.hashes(i).get("sha256")
         return value.lower() if value else None
 
     def yanked(self, i: int) -> bool:
@@ -102,7 +113,7 @@ class PageFiles(Sequence[ProjectFile]):
             assert self._entries is not None
             if i < 0:
                 i += len(self)
-            made = _file_from_entry(self._entries[i], self.filenames[i], self.urls[i], self.hashes[i])
+            made = _file_from_entry(self._entries[i], self.filenames[i], self.urls[i], self.hashes(i))
             with self._lock:  # two threads may make the same file: the first one is kept
                 if self._made[i] is None:
                     self._made[i] = made
@@ -162,9 +173,9 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         meta = {}
     filenames: List[str] = []
     urls: List[str] = []
-    hashes: List[Mapping[str, str]] = []
+    fragment_hashes: Dict[int, Dict[str, str]] = {}
     entries: List[Mapping[str, Any]] = []
-    file_url, clean_hashes, safe = _index._file_url, _index._clean_hashes, _SAFE_FILENAME.match
+    file_url, safe = _index._file_url, _SAFE_FILENAME.match
     for entry in doc["files"]:
         if not isinstance(entry, dict):
             continue
@@ -177,10 +188,11 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
             if problem is not None:
                 logger.warning("ignoring the file %r listed on `%s`: %s", filename, redact(page_url), problem)
                 continue
-        url, fragment_hashes = file_url(page_url, str(raw_url))
+        url, in_fragment = file_url(page_url, str(raw_url))
+        if in_fragment:
+            fragment_hashes[len(urls)] = in_fragment
         filenames.append(filename)
         urls.append(url)
-        hashes.append(clean_hashes(entry.get("hashes")) or fragment_hashes)
         entries.append(entry)
     if logger.isEnabledFor(logging.DEBUG):
         _log_other_hosts(urls, page_url)
@@ -188,7 +200,7 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     return ProjectPage(
         project=normalize_project_name(str(doc.get("name") or project)),
         url=strip_credentials(page_url),
-        files=PageFiles(filenames, urls, hashes, entries),
+        files=PageFiles(filenames, urls, entries, fragment_hashes),
         api_version=str(meta.get("api-version")) if meta.get("api-version") else None,
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
     )

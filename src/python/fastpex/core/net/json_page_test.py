@@ -1,11 +1,12 @@
 """Lazy JSON pages: a file becomes a `ProjectFile` only when asked for, and then exactly the one
-an eager parse made; a lock's proxy makes only the files some target is served."""
+an eager parse made; a lock's proxy makes only the files (and tokens) some target is served."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from fastpex.core.lock.project_view import file_token
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import ProjectFile
@@ -16,6 +17,7 @@ from fastpex.testing.wheels import build_wheel
 H = "A" * 64
 FAST = HttpConfig(max_retries=1, backoff_initial=0.01, connect_timeout=1)
 TARGET = "linux_x86_64-cp311"
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
 def _doc() -> dict:
@@ -70,7 +72,7 @@ def test_a_proxy_makes_only_the_files_a_target_is_served(tmp_path: Path) -> None
             target_tags={TARGET: served_tags}, speculate=False, prefetch_versions=0,
         )
         with MetadataProxy(config) as proxy, HttpClient(FAST) as http:
-            body = http.get(f"{proxy.index_url(TARGET)}demo/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).read()
+            body = http.get(f"{proxy.index_url(TARGET)}demo/", headers=JSON).read()
             listed = json.loads(body)["files"]
             view = proxy.view(TARGET, "demo")
             assert view is not None and len(view.files) == 9
@@ -79,5 +81,10 @@ def test_a_proxy_makes_only_the_files_a_target_is_served(tmp_path: Path) -> None
             # pip's metadata request names a served token; nothing else is made for it
             url = listed[0]["url"]
             assert proxy.upstream_file(url).filename == listed[0]["filename"]
-            assert view.files.materialized() == 3
+            assert view.files.materialized() == 3 and view.tokens_made() == 3
+            # a replayed pip report names files this run never served: found by their filename
+            upstream = parse_json_page(http.get(f"{server.simple_url}demo/", headers=JSON).read(), server.simple_url, "demo")
+            unserved = next(f for f in upstream.files if f.filename.endswith("win_amd64.whl"))
+            assert proxy.upstream_file(f"{proxy.url}/{TARGET}/files/{file_token(unserved)}/{unserved.filename}") == unserved
+            assert view.files.materialized() == 4 and view.tokens_made() == 4
             assert proxy.page_files(TARGET, "demo") is not None and view.files.materialized() == 9

@@ -13,7 +13,9 @@ from packaging.tags import parse_tag
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["SDIST_SUFFIXES", "DistFilename", "dist_name_version", "parse_dist_filename", "version_text", "wheel_info"]
+__all__ = [
+    "SDIST_SUFFIXES", "DistFilename", "dist_name_version", "parse_dist_filename", "version_text", "wheel_info", "wheel_parts",
+]
 
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
@@ -84,6 +86,18 @@ def parse_dist_filename(filename: str) -> Optional[DistFilename]:
             version, text = _sdist_version(ver)
             return DistFilename(canonicalize_name(base), version, text, None)
     return None
+
+
+def wheel_parts(filename: str) -> "Optional[Tuple[Tuple[NormalizedName, Version, str], frozenset[str]]]":
+    """For a `.whl` name, ((name, version, version text), tags) as `parse_dist_filename` decides
+    them, made of its memoized halves only: no per-file object, for loops over whole pages."""
+    dashes = filename.count("-")
+    if dashes != 4 and dashes != 5:
+        return None
+    head, python, abi, platform = filename[:-4].rsplit("-", 3)
+    parsed = _wheel_head(head)
+    tags = _tag_set(python + "-" + abi + "-" + platform) if parsed is not None else None
+    return None if parsed is None or tags is None else (parsed, tags)
 
 
 def wheel_info(filename: str) -> Optional[Tuple[NormalizedName, Version, "frozenset[str]"]]:

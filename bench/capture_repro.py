@@ -271,12 +271,16 @@ def bump_nonce(repo: Path) -> None:
 
 
 def prune_big_blobs(store: Path, min_size: int = 1 << 30) -> None:
-    """Deletes every store blob of at least `min_size` but the newest: keeps the store from
-    growing 4 GB per rebuild (run outside the timed part; the next rebuild needs none of them)."""
+    """Empties every store blob of at least `min_size` but the newest: keeps the store from
+    growing 4 GB per rebuild (outside the timed part; the next rebuild reads none of them).
+
+    Truncated, not deleted: pantsd's store GC service extends the lease (mtime) of every blob it
+    knows, and when one is missing it fails and pantsd exits (seen at 13:05 on 2026-12-01)."""
     blobs = sorted((p for p in (store / "immutable" / "files").glob("*/*") if p.is_file() and p.stat().st_size >= min_size),
                    key=lambda p: p.stat().st_mtime)
     for blob in blobs[:-1]:
-        blob.unlink()
+        os.chmod(blob, 0o644)  # Pants stores blobs read-only (0555)
+        os.truncate(blob, 0)
 
 
 def remove_kept_sandboxes() -> None:

@@ -315,7 +315,8 @@ class Runner:
                 self.runs += 1
             started = time.monotonic()
             try:
-                returncode, output = self._pip(cmd, workdir)
+                with self.source.pinned(target, constraints):  # smaller pages, same candidates
+                    returncode, output = self._pip(cmd, workdir)
             except (subprocess.TimeoutExpired, TimeoutError):
                 return PipRun(target, False, None, f"pip did not finish within {self.options.timeout:.0f} s")
             except OSError as e:

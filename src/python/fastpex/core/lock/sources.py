@@ -17,7 +17,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import ContextManager, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from packaging.utils import canonicalize_name
@@ -78,6 +78,10 @@ class PackageSource(Protocol):
 
     def take_page_requests(self, target: Target) -> List[str]:
         """The projects whose pages pip asked for for `target` since the last call."""
+
+    def pinned(self, target: Target, pins: Mapping[str, str]) -> ContextManager[None]:
+        """Around a pip run for `target` constrained to `pins` (name -> version): pages may list
+        only the pinned versions' files (`pinned_pages`), which changes nothing pip can pick."""
 
     def page_digests(self, target: Target, projects: Sequence[str]) -> Optional[Dict[str, str]]:
         """Today's digest of each project's page as pip sees it for `target`; None if unknown."""
@@ -184,6 +188,9 @@ class DirectSource:
     def take_page_requests(self, target: Target) -> List[str]:
         return []
 
+    def pinned(self, target: Target, pins: Mapping[str, str]) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
     def page_digests(self, target: Target, projects: Sequence[str]) -> Optional[Dict[str, str]]:
         return None
 
@@ -244,6 +251,9 @@ class ProxySource:
 
     def take_page_requests(self, target: Target) -> List[str]:
         return list(self.proxy.take_page_requests(proxy_target_name(target.name)))
+
+    def pinned(self, target: Target, pins: Mapping[str, str]) -> ContextManager[None]:
+        return self.proxy.pinned_pages.pinned(proxy_target_name(target.name), pins)
 
     def page_digests(self, target: Target, projects: Sequence[str]) -> Optional[Dict[str, str]]:
         """Today's digest of each project's page for `target`; None if any page fails."""

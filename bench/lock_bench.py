@@ -425,6 +425,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per fastpex/uv case; the median is reported")
     ap.add_argument("--sets", default="ml-core,scale", help="comma-separated: ml-core, scale")
     ap.add_argument("--pip-python", default=None, help="the Python the `--pip` wrapper runs (default: --python)")
+    ap.add_argument("--pantsd-case", action="store_true",
+                    help="also: ml-core through Pants with pantsd, one requirement added, vs the CLI (bench/lock_pants.py)")
     args = ap.parse_args()
 
     work: Path = args.work
@@ -462,6 +464,13 @@ def main() -> int:
         repo = work / "pants-stock-repo"
         write_pants_repo(repo, with_fastpex=False)
         pants_stock = m("pants-builtin-generate-lockfiles-cold", pants_argv(work / "pants-stock-caches"), cwd=repo, check=False)
+
+    pantsd_cases = None
+    if args.pantsd_case:
+        import lock_pants
+        pantsd_cases = lock_pants.run(
+            args, m, work, env, write_repo=write_pants_repo, requirements=REQUIREMENTS, added=ADDED,
+            cli_argv=lambda out, cache, reqs: fastpex_lock_argv(args, "ml-core", TARGETS, out, cache, IC, reqs))
 
     # ---------------------------------------------------------------- scale: 200+ distributions, 2 targets
     if "scale" in sets:
@@ -506,6 +515,10 @@ def main() -> int:
              "pip runs", "pip CPU / run", "fastpex own CPU", "uv CPU", "target", ""],
             [row for label, by_case in cases.items() for row in cpu_rows(label, by_case)],
         )
+    if pantsd_cases is not None:
+        report.add_raw_table(f"ml-core through Pants with pantsd (median of {args.repeat}; one added = `{ADDED}` added to "
+                             "3rdparty/BUILD, the named cache and lock as the cold run left them)", lock_pants.HEADER,
+                             [c.row(k) for k, c in pantsd_cases.items()])
     failures = [r for r in (pants_fp, pants_stock) if r is not None and not r.ok]
     if failures:
         report.add_text("Failed steps: " + ", ".join(f"{r.name} (exit {r.returncode}, log {r.log})" for r in failures))

@@ -292,6 +292,18 @@ def _replay(request: LockRequest) -> Tuple[Optional[LockReplay], Dict[str, str]]
 def _write_outputs(request: LockRequest, lock_text: str, pylock_text: Optional[str]) -> None:
     """pylock first, the lock last: the lock is what Pants reads, so it is the commit point."""
     if pylock_text is not None and request.pylock_output is not None:
-        write_text_atomically(request.pylock_output, pylock_text)
-    write_text_atomically(request.output, lock_text)
+        _write_unless_same(request.pylock_output, pylock_text)
+    _write_unless_same(request.output, lock_text)
+
+
+def _write_unless_same(path: Path, text: str) -> None:
+    """Write `text` atomically, unless the file already holds exactly those bytes (a lock written
+    again for unchanged inputs is usually the one on disk: reading it is cheaper than a new file)."""
+    data = text.encode("utf-8")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_text_atomically(path, text)
 

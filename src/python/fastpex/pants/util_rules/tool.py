@@ -111,10 +111,12 @@ async def setup_fastpex_process(
     venv_pex = await Get(
         VenvPex, PexRequest, fastpex_subsystem.to_pex_request(sources=sources.digest)
     )
+    # Bytecode is written: the tool's venv (core, pex, pip) lives in the `pex_root` named cache,
+    # so its modules are compiled by the first run only. With PYTHONDONTWRITEBYTECODE every lock
+    # compiled pip again in its zygote (~0.5 CPU-s) and the core in the tool process.
     env = {
         **passthrough,
         "FASTPEX_CACHE_DIR": NAMED_CACHE_PATH,
-        "PYTHONDONTWRITEBYTECODE": "1",
         **dict(request.extra_env),
     }
     return await Get(

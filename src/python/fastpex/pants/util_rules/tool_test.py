@@ -139,10 +139,11 @@ def test_process(fastpex_subsystem: FastpexSubsystem) -> None:
             "NETRC": "/home/u/.netrc",
             "PIP_INDEX_URL": "https://mirror/simple",
             "FASTPEX_CACHE_DIR": NAMED_CACHE_PATH,
-            "PYTHONDONTWRITEBYTECODE": "1",
             "EXTRA": "1",
         }
     )
+    # No PYTHONDONTWRITEBYTECODE: the tool venv's bytecode is kept for the next run.
+    assert "PYTHONDONTWRITEBYTECODE" not in venv_process.extra_env
 
 
 @rule

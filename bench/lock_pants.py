@@ -96,6 +96,7 @@ def _copy(src: Path, dst: Path) -> None:
     import shutil
 
     rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         shutil.copytree(src, dst, symlinks=True)
     elif src.exists():

@@ -112,6 +112,15 @@ def test_forked_pip_writes_the_plain_runs_report(source, pip, tmp_path, target_n
     assert ("armdep" in chosen) is False
 
 
+def test_a_pinned_forked_run_writes_the_plain_runs_report(source, pip, tmp_path) -> None:
+    # a follower's run: every project pinned, so the pages both runs read are narrowed to the pins
+    pins = {"app": "1.0", "dep": "1.0", "extra-thing": "1.0", "fancydep": "1.0", "native": "1.0"}
+    plain, forked, count = plain_and_forked(source, pip, tmp_path, "linux_x86_64-cp312", pins)
+    assert count == 1
+    assert _report(forked) == _report(plain)
+    assert _chosen(_report(forked))["dep"] == "dep-1.0-py3-none-any.whl"  # not 2.0, its newest
+
+
 def test_forked_pip_fails_as_the_plain_run_fails(source, pip, tmp_path) -> None:
     # dep==2.0 needs Python >= 3.12: pip says why, and the runner reads the same words from both
     plain, forked, count = plain_and_forked(source, pip, tmp_path, "linux_x86_64-cp311", {"dep": "2.0"})

@@ -15,7 +15,7 @@ import hashlib
 import json
 import threading
 from concurrent.futures import Future
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 from packaging.version import Version
@@ -36,28 +36,33 @@ def _token(url: str, sha256: Optional[str]) -> str:
 
 
 def file_in_views(
-    token: str, filename: Optional[str], views: Iterable[Union["ProjectView", "Future[Optional[ProjectView]]"]]
+    token: str,
+    filename: Optional[str],
+    views: Union[Sequence["ProjectView"], Mapping[Tuple[Tuple[str, ...], str], "Future[Optional[ProjectView]]"]],
 ) -> Optional[ProjectFile]:
-    """The file the first of `views` (or of those futures that hold one) names `token` (see
-    `ProjectView.file_of_token`): first among the views of the project its `filename` names."""
-    built: List[ProjectView] = []
-    for item in views:
-        if isinstance(item, Future):
-            if not item.done() or item.cancelled() or item.exception() is not None:
-                continue
-            view = item.result()
-            if view is not None:
-                built.append(view)
-        else:
-            built.append(item)
-    parsed = parse_dist_filename(filename[: -len(".metadata")] if filename.endswith(".metadata") else filename) if filename else None
-    if parsed is not None:  # most likely its own project's page; any other is asked next
-        built.sort(key=lambda view: view.name != parsed.name)
-    for view in built:
+    """The file that `views` (a proxy's futures by (indexes, project), or views) name `token`
+    (see `ProjectView.file_of_token`): first among those of the project `filename` names (a
+    lookup then costs a few files, not a pass over every page), then any other."""
+    if not isinstance(views, Mapping):
+        ordered: Iterable[ProjectView] = views
+    else:
+        name = filename[: -len(".metadata")] if filename and filename.endswith(".metadata") else filename
+        parsed = parse_dist_filename(name) if name else None
+        own = [future for key, future in views.items() if parsed is not None and key[1] == parsed.name]
+        ordered = _built(own + [future for key, future in views.items() if parsed is None or key[1] != parsed.name])
+    for view in ordered:
         found = view.file_of_token(token, filename)
         if found is not None:
             return found
     return None
+
+
+def _built(futures: Iterable["Future[Optional[ProjectView]]"]) -> Iterator["ProjectView"]:
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            view = future.result()
+            if view is not None:
+                yield view
 
 
 class ProjectView:

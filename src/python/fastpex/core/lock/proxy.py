@@ -253,7 +253,7 @@ class MetadataProxy:
     def _file_of_token(self, token: str, filename: Optional[str], view: Optional[ProjectView] = None) -> Optional[ProjectFile]:
         """(Under `_lock`.) A file hashed since (`ensure_sha256`), else the one `view` (or any
         view built so far) names so: views make their files and tokens only when asked."""
-        return self._tokens.get(token) or file_in_views(token, filename, [view] if view else self._views.values())
+        return self._tokens.get(token) or file_in_views(token, filename, [view] if view else self._views)
 
     @property
     def errors(self) -> List[Exception]:

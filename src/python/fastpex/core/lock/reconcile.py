@@ -7,9 +7,10 @@ frees them, the ones pip names first.
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
-from typing import Dict, List, Mapping, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -380,24 +381,47 @@ def _version_possible(runner: Runner, project: str, version: str, target: Target
         return True
     if not files:
         return True
-    tags = set(target.supported_tags)
-    python = Version(target.marker_environment.get("python_full_version") or target.python_version)
+    tags = _supported_tags(target)
+    python = str(Version(target.marker_environment.get("python_full_version") or target.python_version))
     for f in files:
         if f.yanked:
             continue
-        if f.requires_python:
-            try:
-                if not SpecifierSet(f.requires_python).contains(python, prereleases=True):
-                    continue
-            except InvalidSpecifier:
-                pass
+        if f.requires_python and not _admits(f.requires_python, python):
+            continue
         if f.filename.endswith(".whl"):
-            try:
-                wheel_tags = parse_wheel_filename(f.filename)[3]
-            except (InvalidWheelFilename, InvalidVersion):
+            wheel_tags = _wheel_tags(f.filename)
+            if wheel_tags is None:
                 return True
-            if any(str(t) in tags for t in wheel_tags):
+            if not wheel_tags.isdisjoint(tags):
                 return True
         elif not runner.options.only_binary:
             return True
     return False
+
+
+# Asked for every (project, version, target) the leaders chose: each answer is memoized, as
+# building a target's tag set (thousands of tags) and parsing specifiers per call cost more.
+_tag_sets: Dict[str, Tuple[object, "frozenset[str]"]] = {}
+
+
+def _supported_tags(target: Target) -> "frozenset[str]":
+    known = _tag_sets.get(target.name)
+    if known is None or known[0] is not target.supported_tags:
+        known = _tag_sets[target.name] = (target.supported_tags, frozenset(target.supported_tags))
+    return known[1]
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _admits(requires_python: str, python: str) -> bool:
+    try:
+        return SpecifierSet(requires_python).contains(Version(python), prereleases=True)
+    except InvalidSpecifier:
+        return True
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _wheel_tags(filename: str) -> "Optional[frozenset[str]]":
+    try:
+        return frozenset(str(t) for t in parse_wheel_filename(filename)[3])
+    except (InvalidWheelFilename, InvalidVersion):
+        return None

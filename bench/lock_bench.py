@@ -25,7 +25,10 @@ the whole process tree's user+sys (RUSAGE_CHILDREN), and pip's share, through a 
 that runs the real Python under GNU `time` (one line per pip process, a pip zygote included);
 fastpex's own CPU = tree - pip.
 
-Run: /tmp/dev/bin/python bench/lock_bench.py [--work /tmp/fastpex-bench/lock] [--repeat 3]
+  pantsd (--pantsd-case, issue 12) ml-core through Pants with pantsd: cold, unchanged, one added
+         vs the CLI from the same state (bench/lock_pants.py)
+
+Run: /tmp/dev/bin/python bench/lock_bench.py [--work /tmp/fastpex-bench/lock] [--repeat 3] [--pantsd-case]
 """
 
 from __future__ import annotations

@@ -185,10 +185,11 @@ def _request(args: argparse.Namespace) -> LockRequest:
     indexes = _parse_indexes(args.index)
     routes: List[Route] = []
     if args.route:  # the proxy's module is heavy: loaded only when routes are given
-        from fastpex.core.lock.proxy import Route
-    for text in args.route:
-        projects, names, platforms = parse_route(text)
-        routes.extend(Route(project=project, indexes=names, platforms=platforms) for project in projects)
+        from fastpex.core.lock import proxy
+
+        for text in args.route:
+            projects, names, platforms = parse_route(text)
+            routes.extend(proxy.Route(project=project, indexes=names, platforms=platforms) for project in projects)
     if args.upgrade and not args.existing_lock:
         raise UsageError("--upgrade needs --existing-lock (without it every project is resolved afresh)")
     header = None

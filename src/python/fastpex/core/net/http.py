@@ -124,6 +124,10 @@ class HttpClient:
         """Idle keep-alive connections per (redacted proxy URL or None, origin)."""
         return self._pool.idle_counts_by_route()
 
+    def name_lookups(self) -> int:
+        """Host name lookups made so far: one per host per minute, not one per connection."""
+        return self._pool.addresses.lookups
+
     def close(self) -> None:
         self._pool.close()
 

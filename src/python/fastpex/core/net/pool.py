@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from fastpex.core.net.proxy import Proxy
+from fastpex.core.net.resolve import AddressCache
 
 __all__ = [
     "WATCHDOG",
@@ -143,12 +144,29 @@ def open_tunnel(sock: socket.socket, host: str, port: int, proxy: Proxy) -> None
         raise TunnelRefused(proxy, int(code), reason.strip())
 
 
+class _DirectConnection(http.client.HTTPConnection):
+    """Plain http; the host is looked up through the pool's `AddressCache`."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: AddressCache) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._create_connection = addresses.connect  # what `connect()` opens its socket with
+
+
+class _DirectTlsConnection(http.client.HTTPSConnection):
+    """https; the host is looked up through the pool's `AddressCache`."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, addresses: AddressCache) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._create_connection = addresses.connect
+
+
 class _ForwardProxyConnection(http.client.HTTPConnection):
     """An http origin through a forward proxy: TCP to the proxy, requests in absolute form."""
 
-    def __init__(self, proxy: Proxy, timeout: float) -> None:
+    def __init__(self, proxy: Proxy, timeout: float, addresses: AddressCache) -> None:
         super().__init__(proxy.host, proxy.port, timeout=timeout)
         self.proxy = proxy
+        self._create_connection = addresses.connect
 
     def connect(self) -> None:
         try:
@@ -160,14 +178,17 @@ class _ForwardProxyConnection(http.client.HTTPConnection):
 class _TunnelConnection(http.client.HTTPSConnection):
     """An https origin through a CONNECT tunnel; TLS (and its checks) is end to end."""
 
-    def __init__(self, host: str, port: int, proxy: Proxy, timeout: float, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, host: str, port: int, proxy: Proxy, timeout: float, context: ssl.SSLContext, addresses: AddressCache
+    ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self.proxy = proxy
         self._tls = context
+        self._addresses = addresses
 
     def connect(self) -> None:
         try:
-            sock = socket.create_connection((self.proxy.host, self.proxy.port), self.timeout)
+            sock = self._addresses.connect((self.proxy.host, self.proxy.port), self.timeout)
         except OSError as e:
             raise ProxyUnreachable(self.proxy, e) from e
         try:
@@ -182,8 +203,17 @@ class _TunnelConnection(http.client.HTTPSConnection):
 class ConnectionPool:
     """Idle keep-alive connections per route. A connection is owned by one request at a time."""
 
-    def __init__(self, *, connect_timeout: float, ca_bundle: Optional[str], max_idle_per_host: int) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        ca_bundle: Optional[str],
+        max_idle_per_host: int,
+        addresses: Optional[AddressCache] = None,
+    ) -> None:
         self._connect_timeout = connect_timeout
+        # One name lookup per host for all of this pool's connections (see resolve.py).
+        self.addresses = addresses or AddressCache()
         self._ca_bundle = ca_bundle  # None: the system store, honouring SSL_CERT_FILE
         self._max_idle_per_host = max_idle_per_host
         self._idle: Dict[Route, List[http.client.HTTPConnection]] = {}
@@ -204,15 +234,13 @@ class ConnectionPool:
         proxy, (scheme, host, port) = route
         conn: http.client.HTTPConnection
         if proxy is not None and scheme == "https":
-            conn = _TunnelConnection(host, port, proxy, self._connect_timeout, self._ssl_context())
+            conn = _TunnelConnection(host, port, proxy, self._connect_timeout, self._ssl_context(), self.addresses)
         elif proxy is not None:
-            conn = _ForwardProxyConnection(proxy, self._connect_timeout)
+            conn = _ForwardProxyConnection(proxy, self._connect_timeout, self.addresses)
         elif scheme == "https":
-            conn = http.client.HTTPSConnection(
-                host, port, timeout=self._connect_timeout, context=self._ssl_context()
-            )
+            conn = _DirectTlsConnection(host, port, self._connect_timeout, self._ssl_context(), self.addresses)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
+            conn = _DirectConnection(host, port, self._connect_timeout, self.addresses)
         return conn, False
 
     def release(self, route: Route, conn: http.client.HTTPConnection) -> None:

@@ -18,11 +18,9 @@ from concurrent.futures import Future
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
-from packaging.version import Version
-
 from fastpex.core.net.index import ProjectFile
 from fastpex.core.net.json_page import PageFiles
-from fastpex.core.util.filenames import parse_dist_filename, wheel_parts
+from fastpex.core.util.filenames import parse_dist_filename
 
 __all__ = ["ProjectView", "file_in_views", "file_token"]
 
@@ -81,38 +79,12 @@ class ProjectView:
         self._tokens: List[Optional[str]] = [None] * n  # made when a file is served or looked up
         self._all_tokens: Optional[Dict[str, int]] = None
         self._by_filename: Optional[Dict[str, List[int]]] = None
-        self._wheel_tags: List[Optional["frozenset[str]"]] = []
-        versions: Dict[str, Version] = {}
-        self._version_of: List[Optional[str]] = []  # per file: its version's text
-        wheels: Dict[str, List[Tuple[int, "frozenset[str]"]]] = {}  # version text -> non-yanked wheels
-        add_tags, add_version = self._wheel_tags.append, self._version_of.append
-        yanked = columns.yanked
-        for i, filename in enumerate(columns.filenames):
-            if filename.endswith(".whl"):  # most files: no per-file object made (`wheel_parts`)
-                parts = wheel_parts(filename)
-                if parts is None:
-                    add_version(None)
-                    add_tags(None)
-                    continue
-                (_, version, text), tags = parts
-                add_version(text)
-                add_tags(tags)
-                if text not in versions:
-                    versions[text] = version
-                if not yanked(i):
-                    wheels.setdefault(text, []).append((i, tags))
-                continue
-            parsed = parse_dist_filename(filename)
-            if parsed is None:
-                add_version(None)
-                add_tags(None)
-                continue
-            add_version(parsed.version_text)
-            add_tags(parsed.tags)
-            if parsed.version_text is not None and parsed.version is not None and parsed.version_text not in versions:
-                versions[parsed.version_text] = parsed.version  # an sdist: no wheel to rank
-        self.versions: Tuple[str, ...] = tuple(sorted(versions, key=versions.__getitem__))
-        self._wheels_newest_first = [wheels[v] for v in sorted(wheels, key=versions.__getitem__, reverse=True)]
+        # What the filenames say, made once per page (and kept between locks by `page_cache`).
+        facts = columns.facts()
+        self._wheel_tags: List[Optional["frozenset[str]"]] = facts.wheel_tags
+        self._version_of: List[Optional[str]] = facts.version_of  # per file: its version's text
+        self.versions: Tuple[str, ...] = facts.versions
+        self._wheels_newest_first = facts.wheels_newest_first
         self._lock = threading.Lock()
         self._by_version: Optional[Dict[Optional[str], List[int]]] = None
         self._all_sized: Optional[bool] = None

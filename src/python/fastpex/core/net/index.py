@@ -414,8 +414,10 @@ class IndexClient:
         if isinstance(fetched, ProjectPage):
             return fetched
         body, content_type, final_url, sha = fetched
-        page = parse_project_page(body, content_type, final_url, project)
-        page = replace(page, body_sha256=sha)
+        if self.pages is not None:  # bytes parsed before are not parsed again (`PageCache.page`)
+            page = self.pages.page(body, sha, content_type, final_url, project)
+        else:
+            page = replace(parse_project_page(body, content_type, final_url, project), body_sha256=sha)
         self._count("parsed")
         logger.debug("%s: %d files", redact(project_url(index_url, project)), len(page.files))
         return page

@@ -6,6 +6,10 @@ size, upload time checked and copied) was most of the cost of a page. `PageFiles
 `json.loads` gave, with the columns every file needs (filename, absolute URL), and builds a
 file's hashes and its `ProjectFile` on first access, by the same rules.
 Unsafe filenames are still dropped up front, so no index can reach a path through them.
+
+What a lock derives from the filenames alone (each file's version text and tag set, the ordered
+versions, the wheels newest first: `FileFacts`) is made once per page too, and `page_cache`
+keeps it with the columns, so a page whose bytes were seen before is neither parsed nor indexed.
 """
 
 from __future__ import annotations
@@ -14,13 +18,69 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union, overload
+
+from packaging.version import Version
 
 from fastpex.core.net import index as _index
 from fastpex.core.net.index import ProjectFile, ProjectPage, normalize_project_name
+from fastpex.core.util.filenames import parse_dist_filename, wheel_parts
 from fastpex.core.util.urls import redact, strip_credentials
 
-__all__ = ["PageFiles", "parse_json_page"]
+__all__ = ["ENTRY_KEYS", "FileFacts", "PageFiles", "parse_json_page"]
+
+# Every key of a JSON file entry that anything here reads (filename and URL are columns).
+ENTRY_KEYS = ("hashes", "yanked", "requires-python", "size", "core-metadata", "dist-info-metadata", "upload-time")
+
+
+class FileFacts(NamedTuple):
+    """What the filenames (and yanked flags) of a page's files say, target-independently."""
+
+    version_of: List[Optional[str]]  # per file: its version's normalized text, None if none
+    wheel_tags: "List[Optional[frozenset[str]]]"  # per file: a wheel's tag set, None if not a wheel
+    versions: Tuple[str, ...]  # every version's text, oldest first
+    wheels_newest_first: "List[List[Tuple[int, frozenset[str]]]]"  # per version with one: its non-yanked wheels
+
+
+def file_facts(filenames: Sequence[str], yanked: "Callable[[int], bool]") -> FileFacts:
+    """`FileFacts` of files so named (`yanked(i)`: is file i yanked), as `parse_dist_filename`
+    decides them; wheels from the memoized halves (`wheel_parts`), without a per-file object."""
+    versions: Dict[str, Version] = {}
+    version_of: List[Optional[str]] = []
+    wheel_tags: "List[Optional[frozenset[str]]]" = []
+    wheels: "Dict[str, List[Tuple[int, frozenset[str]]]]" = {}  # version text -> non-yanked wheels
+    add_tags, add_version = wheel_tags.append, version_of.append
+    for i, filename in enumerate(filenames):
+        if filename.endswith(".whl"):
+            parts = wheel_parts(filename)
+            if parts is None:
+                add_version(None)
+                add_tags(None)
+                continue
+            (_, version, text), tags = parts
+            add_version(text)
+            add_tags(tags)
+            if text not in versions:
+                versions[text] = version
+            if not yanked(i):
+                wheels.setdefault(text, []).append((i, tags))
+            continue
+        parsed = parse_dist_filename(filename)
+        if parsed is None:
+            add_version(None)
+            add_tags(None)
+            continue
+        add_version(parsed.version_text)
+        add_tags(parsed.tags)
+        if parsed.version_text is not None and parsed.version is not None and parsed.version_text not in versions:
+            versions[parsed.version_text] = parsed.version  # an sdist: no wheel to rank
+    return FileFacts(
+        version_of,
+        wheel_tags,
+        tuple(sorted(versions, key=versions.__getitem__)),
+        [wheels[v] for v in sorted(wheels, key=versions.__getitem__, reverse=True)],
+    )
+
 
 logger = logging.getLogger("fastpex.core.net.index")
 
@@ -32,9 +92,10 @@ _SAFE_FILENAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*\Z")
 class PageFiles(Sequence[ProjectFile]):
     """A page's files in page order. `filenames` and `urls` are columns, one entry per file;
     `hashes(i)` and `files[i]` are made on first access and kept. Either from JSON entries
-    (`parse_json_page`) or from made files (`PageFiles.of`)."""
+    (`parse_json_page`), from the columns of `ENTRY_KEYS` a page cache kept (`columns`), or
+    from made files (`PageFiles.of`)."""
 
-    __slots__ = ("filenames", "urls", "_hashes", "_fragment_hashes", "_entries", "_made", "_lock")
+    __slots__ = ("filenames", "urls", "_hashes", "_fragment_hashes", "_entries", "_columns", "_made", "_facts", "_lock")
 
     def __init__(
         self,
@@ -43,10 +104,19 @@ class PageFiles(Sequence[ProjectFile]):
         entries: Optional[List[Mapping[str, Any]]],
         fragment_hashes: Optional[Dict[int, Dict[str, str]]] = None,
         made: Optional[List[Optional[ProjectFile]]] = None,
+        *,
+        columns: Optional[Sequence[List[Any]]] = None,
+        facts: Optional[FileFacts] = None,
     ) -> None:
+        """`columns`: one list per `ENTRY_KEYS` key, None where an entry has no such key (which
+        every reader here takes as JSON's null); then `entries` is None."""
         self.filenames = filenames
         self.urls = urls
-        self._entries = entries
+        self._columns = dict(zip(ENTRY_KEYS, columns)) if columns is not None else None
+        self._entries: Optional[Sequence[Mapping[str, Any]]] = entries
+        if columns is not None:
+            self._entries = _ColumnEntries(self._columns or {}, len(filenames))
+        self._facts = facts
         self._fragment_hashes = fragment_hashes or {}  # file -> the hash in its URL's fragment
         self._made: List[Optional[ProjectFile]] = made if made is not None else [None] * len(filenames)
         self._hashes: List[Optional[Mapping[str, str]]] = (
@@ -62,12 +132,36 @@ class PageFiles(Sequence[ProjectFile]):
         made: List[Optional[ProjectFile]] = list(files)
         return cls([f.filename for f in files], [f.url for f in files], None, None, made)
 
+    # -- what the filenames say, once per page ------------------------------------------------
+    def facts(self) -> FileFacts:
+        """`FileFacts` of these files, made on first use (or given by the page cache)."""
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = file_facts(self.filenames, self.yanked)  # the same value in any thread
+        return facts
+
+    def columns(self) -> Optional[List[List[Any]]]:
+        """The `ENTRY_KEYS` columns of JSON entries (for the page cache), None for made files."""
+        if self._columns is not None:
+            return [self._columns[key] for key in ENTRY_KEYS]
+        if self._entries is None:
+            return None
+        entries = self._entries
+        return [[e.get(key) for e in entries] for key in ENTRY_KEYS]
+
+    def fragment_hashes(self) -> Dict[int, Dict[str, str]]:
+        return self._fragment_hashes
+
     # -- columns that need no ProjectFile ------------------------------------------------------
     def hashes(self, i: int) -> Mapping[str, str]:
         known = self._hashes[i]
         if known is None:
-            assert self._entries is not None
-            known = _index._clean_hashes(self._entries[i].get("hashes")) or self._fragment_hashes.get(i, {})
+            if self._columns is not None:
+                raw = self._columns["hashes"][i]
+            else:
+                assert self._entries is not None
+                raw = self._entries[i].get("hashes")
+            known = _index._clean_hashes(raw) or self._fragment_hashes.get(i, {})
             self._hashes[i] = known  # the same value whichever thread gets here first
         return known
 
@@ -76,17 +170,24 @@ class PageFiles(Sequence[ProjectFile]):
         return value.lower() if value else None
 
     def yanked(self, i: int) -> bool:
+        if self._columns is not None:
+            return bool(self._columns["yanked"][i])
         if self._entries is None:
             return self[i].yanked
         return bool(self._entries[i].get("yanked", False))
 
     def requires_python(self, i: int) -> Optional[str]:
-        if self._entries is None:
+        if self._columns is not None:
+            value = self._columns["requires-python"][i]
+        elif self._entries is None:
             return self[i].requires_python
-        value = self._entries[i].get("requires-python")
+        else:
+            value = self._entries[i].get("requires-python")
         return str(value) if value else None
 
     def all_sized(self) -> bool:
+        if self._columns is not None:
+            return all(_size(size) is not None for size in self._columns["size"])
         if self._entries is None:
             return all(f is not None and f.size is not None for f in self._made)
         return all(_size(e.get("size")) is not None for e in self._entries)
@@ -135,6 +236,29 @@ class PageFiles(Sequence[ProjectFile]):
 
     def __repr__(self) -> str:
         return f"PageFiles({list(self)!r})"
+
+
+class _ColumnEntries(Sequence[Mapping[str, Any]]):
+    """A page cache's columns read as JSON entries: entry i has the keys whose value is not None."""
+
+    __slots__ = ("_columns", "_n")
+
+    def __init__(self, columns: Mapping[str, List[Any]], n: int) -> None:
+        self._columns, self._n = columns, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        return {key: column[i] for key, column in self._columns.items() if column[i] is not None}
 
 
 def _size(value: object) -> Optional[int]:

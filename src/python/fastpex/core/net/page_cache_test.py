@@ -1,16 +1,23 @@
 """The page cache on the loopback index: conditional requests where the index sends validators,
 none where it doesn't (and nothing kept), a 304 answered from the kept bytes, a changed page
-never stale, a damaged or tampered entry a miss."""
+never stale, a damaged or tampered entry a miss; a page's bytes parsed before are loaded in
+their parsed form (the view cache), by a key that no other bytes, URL or project share."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import marshal
+from dataclasses import replace
 from pathlib import Path
 from typing import Tuple
 
 import pytest
 
 from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.lock.project_view import ProjectView
 from fastpex.core.net.index import IndexClient, ProjectPage
+from fastpex.core.net.json_page import PageFiles, parse_json_page
 from fastpex.core.net.page_cache import PageCache
 from fastpex.testing.index_server import IndexConfig, IndexServer
 from fastpex.testing.wheels import build_wheel
@@ -90,3 +97,156 @@ def test_a_damaged_cache_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
         second, client = _fetch(server, tmp_path / "cache")  # the 304's page is gone: asked again in full
         assert second == first and client.stats.parsed == 1 and client.stats.fetched == 1
         assert [(r.conditional, r.status) for r in _page_requests(server)][1:] == [(True, 304), (False, 200)]
+
+
+# -- parsed pages (the view cache) ---------------------------------------------------------------
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+PAGE_URL = "https://idx.example/simple/demo/"
+
+
+def _rich_body() -> bytes:
+    """A page with every kind of entry a parse treats differently."""
+    sha = "ab" * 32
+    files: list = []
+    for version in ("1.0", "1.10", "1.2.post1", "2.0rc1", "2.0"):
+        for tag in ("py3-none-any", "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp312-cp312-macosx_11_0_arm64"):
+            files.append({"filename": f"demo-{version}-{tag}.whl", "url": f"../../files/demo-{version}-{tag}.whl",
+                          "hashes": {"sha256": sha.upper()}, "requires-python": ">=3.8", "size": 10,
+                          "core-metadata": {"sha256": sha}, "upload-time": "2024-01-01T00:00:00Z"})
+        files.append({"filename": f"demo-{version}.tar.gz", "url": f"https://u:pw@f.example/demo-{version}.tar.gz#sha256={sha}",
+                      "yanked": None, "requires-python": None, "dist-info-metadata": True})
+    files[0]["yanked"] = "broken"
+    files[1]["yanked"] = True
+    files += [
+        {"filename": "demo-3.0-1build-py3-none-any.whl", "url": "https://f.example/b.whl", "hashes": {"md5": "c" * 32}, "size": -1},
+        {"filename": "demo-notaversion.zip", "url": "https://f.example/n.zip"},
+        {"filename": "demo-bad-name.whl", "url": "https://f.example/bad.whl"},
+        {"filename": "../../evil.whl", "url": "https://f.example/evil.whl"},
+        "not an entry",
+    ]
+    return json.dumps({"meta": {"api-version": "1.1"}, "name": "Demo", "files": files, "versions": ["1.0", "2.0"]}).encode()
+
+
+def _page(cache: Path, body: bytes, url: str = PAGE_URL, project: str = "demo") -> Tuple[ProjectPage, PageCache]:
+    """The page as a fresh lock process makes it of these bytes: a new `PageCache` over `cache`."""
+    pages = PageCache(cache)
+    return pages.page(body, hashlib.sha256(body).hexdigest(), JSON_TYPE, url, project), pages
+
+
+def _same_page(loaded: ProjectPage, parsed: ProjectPage) -> None:
+    """Everything a lock reads of a page, and of the view made of it, is the same."""
+    assert (loaded.project, loaded.url, loaded.api_version, loaded.versions, loaded.body_sha256) == (
+        parsed.project, parsed.url, parsed.api_version, parsed.versions, parsed.body_sha256)
+    a, b = loaded.files, parsed.files
+    assert isinstance(a, PageFiles) and isinstance(b, PageFiles)
+    assert a.filenames == b.filenames and a.urls == b.urls and a.facts() == b.facts()
+    assert a.all_sized() == b.all_sized()
+    for i in range(len(b)):
+        assert (a.hashes(i), a.sha256(i), a.yanked(i), a.requires_python(i)) == (b.hashes(i), b.sha256(i), b.yanked(i), b.requires_python(i))
+    assert list(a) == list(b)
+    va, vb = ProjectView("demo", a, "digest"), ProjectView("demo", b, "digest")
+    assert va.versions == vb.versions and va.version_texts() == vb.version_texts()
+    every = range(len(b))
+    assert va.json_page(every, "http://proxy/files") == vb.json_page(every, "http://proxy/files")
+    tags = frozenset({"py3-none-any", "cp311-cp311-manylinux_2_17_x86_64"})
+    admits = lambda spec, python: True  # noqa: E731
+    assert va.usable(tags, "3.11", False, admits) == vb.usable(tags, "3.11", False, admits)
+    priority = {"cp312-cp312-macosx_11_0_arm64": 0, "py3-none-any": 1}
+    assert va.best_wheels(priority, 3) == vb.best_wheels(priority, 3)
+
+
+def test_bytes_parsed_before_are_loaded_not_parsed_and_read_as_parsing_made_them(tmp_path: Path) -> None:
+    body = _rich_body()
+    fresh = replace(parse_json_page(body, PAGE_URL, "demo"), body_sha256=hashlib.sha256(body).hexdigest())
+    first, pages = _page(tmp_path, body)
+    assert (pages.views_loaded, pages.views_stored) == (0, 1)
+    second, pages = _page(tmp_path, body)
+    assert (pages.views_loaded, pages.views_stored) == (1, 0)
+    assert isinstance(second.files, PageFiles) and second.files.materialized() == 0  # still lazy
+    _same_page(second, fresh)
+    _same_page(first, fresh)
+    assert [f.filename for f in second.files if f.yanked] == ["demo-1.0-py3-none-any.whl", "demo-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"]
+    assert "../../evil.whl" not in {f.filename for f in second.files}
+
+
+def test_the_same_bytes_under_another_url_or_project_are_parsed_again(tmp_path: Path) -> None:
+    body = _rich_body()
+    _page(tmp_path, body)
+    elsewhere, pages = _page(tmp_path, body, url="https://mirror.example/pypi/simple/demo/")
+    assert pages.views_loaded == 0
+    assert elsewhere.files[0].url == "https://mirror.example/pypi/files/demo-1.0-py3-none-any.whl"
+    _, pages = _page(tmp_path, body, project="other")
+    assert pages.views_loaded == 0
+    changed = body.replace(b"2.0rc1", b"2.0rc2")
+    assert changed != body
+    page, pages = _page(tmp_path, changed)
+    assert pages.views_loaded == 0 and "demo-2.0rc2.tar.gz" in {f.filename for f in page.files}  # never stale
+
+
+def _rewritten(payload: tuple) -> bytes:
+    data = marshal.dumps(payload)
+    return hashlib.sha256(data).digest() + data  # a valid checksum: only the content is wrong
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "flipped byte", "truncated", "empty", "garbage", "unsafe filename", "wheel index out of range",
+        "column too short", "other format", "not marshal",
+    ],
+)
+def test_a_damaged_or_tampered_parsed_page_is_a_miss_not_an_error(tmp_path: Path, damage: str) -> None:
+    body = _rich_body()
+    fresh, _ = _page(tmp_path, body)
+    (entry,) = tmp_path.rglob("views/*/*")
+    data = entry.read_bytes()
+    payload = list(marshal.loads(data[32:]))
+    if damage == "flipped byte":
+        entry.write_bytes(data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
+    elif damage == "truncated":
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    elif damage == "garbage":
+        entry.write_bytes(b"\0" * 32 + b"x" * 100)
+    elif damage == "unsafe filename":
+        payload[5] = ["../../../etc/passwd"] + payload[5][1:]
+        entry.write_bytes(_rewritten(tuple(payload)))
+    elif damage == "wheel index out of range":
+        facts = list(payload[9])
+        facts[3] = [[(len(payload[5]), frozenset({"py3-none-any"}))]]
+        payload[9] = tuple(facts)
+        entry.write_bytes(_rewritten(tuple(payload)))
+    elif damage == "column too short":
+        payload[7] = [column[:-1] for column in payload[7]]
+        entry.write_bytes(_rewritten(tuple(payload)))
+    elif damage == "other format":
+        payload[0] = 999
+        entry.write_bytes(_rewritten(tuple(payload)))
+    else:
+        entry.write_bytes(hashlib.sha256(b"{}").digest() + b"{}")
+    again, pages = _page(tmp_path, body)
+    assert (pages.views_loaded, pages.views_stored) == (0, 1)  # parsed again, and kept again
+    _same_page(again, fresh)
+    third, pages = _page(tmp_path, body)
+    assert pages.views_loaded == 1
+    _same_page(third, fresh)
+
+
+def test_a_page_fetched_again_without_validators_is_loaded_from_its_parsed_form(tmp_path: Path) -> None:
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    build_wheel(dists, "demo", "1.0")
+    build_wheel(dists, "demo", "2.0")
+    with IndexServer(dists, IndexConfig(page_validators=())) as server:
+        first, client = _fetch(server, tmp_path / "cache")
+        assert client.pages is not None and (client.pages.views_loaded, client.pages.views_stored) == (0, 1)
+        second, client = _fetch(server, tmp_path / "cache")
+        assert client.pages is not None and (client.pages.views_loaded, client.pages.views_stored) == (1, 0)
+        assert client.stats.fetched == 1  # the body still comes from the index: only its parse is skipped
+        assert second == first and second.body_sha256 == first.body_sha256
+        build_wheel(dists, "demo", "3.0")
+        third, client = _fetch(server, tmp_path / "cache")
+        assert client.pages is not None and client.pages.views_loaded == 0
+        assert "demo-3.0-py3-none-any.whl" in {f.filename for f in third.files}

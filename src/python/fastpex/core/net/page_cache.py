@@ -19,6 +19,15 @@ the Accept header) holds the validators; `bodies/<s[:2]>/<s>` (s = the body's sh
 line (the final URL, the media type) and then the body; `views/<v[:2]>/<v>` (v = `_view_key`)
 the sha256 of the rest and then the marshalled parsed page. Entries are written atomically and
 read defensively: anything that does not look right is a miss (and is removed), never an error.
+
+Bounded per page (`_note`): `slots/<q[:2]>/<q>.json` (q = sha256 of the credential-free final
+URL and the media type) lists the bodies that page was last seen with, newest first, each with
+its views and whether its body is kept; when a new body arrives, all but the newest
+`KEPT_PER_PAGE` lose their entries (changed under the slot's file lock). A view's key holds the
+slot's URL and media type, so only its slot names it. A body is shared by every page with those
+bytes: each slot that keeps it leaves a marker `bodies/<s[:2]>/<s>.by/<q>`, and the body goes
+with its last marker (under its shard's lock). A reader racing a removal finds nothing: a miss.
+Format 1's `parsed/` directory is removed when a cache opens.
 """
 
 from __future__ import annotations
@@ -28,16 +37,19 @@ import itertools
 import json
 import marshal
 import operator
+import os
+import secrets
+import shutil
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional, Set
+from typing import Any, Iterable, List, Optional, Set, Tuple
 
 import packaging
 
 from fastpex.core.net.index import ProjectPage, parse_project_page
 from fastpex.core.net.json_page import _SAFE_FILENAME, ENTRY_KEYS, FileFacts, PageFiles
-from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
+from fastpex.core.util.cache import CacheKind, cache_dir, file_lock, lock_path_for, write_bytes_atomically
 from fastpex.core.util.urls import strip_credentials
 
 __all__ = ["PageCache", "PageValidators"]
@@ -45,6 +57,9 @@ __all__ = ["PageCache", "PageValidators"]
 _FORMAT = 2
 # Bump when what `parse_json_page` or `file_facts` make of a page changes, or its layout here.
 _VIEW_FORMAT = 1
+# Bodies kept per page URL and media type: the newest, and one older (a lock alternating
+# between two states of an index, or a rollback, still hits).
+KEPT_PER_PAGE = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,7 @@ class PageCache:
         self.views_loaded = 0  # parsed pages taken from the cache (tests, the bench)
         self.views_stored = 0
         self._count_lock = threading.Lock()
+        _remove_format_1(self.dir)
 
     # -- validators, per page URL -------------------------------------------------------------
     def _validators_path(self, url: str, accept: str) -> Path:
@@ -139,6 +155,7 @@ class PageCache:
         if loaded is not None:
             with self._count_lock:
                 self.views_loaded += 1
+            self._note(final_url, content_type, body_sha256, view=key)
             return replace(loaded, body_sha256=body_sha256)
         page = replace(parse_project_page(body, content_type, final_url, project), body_sha256=body_sha256)
         files = page.files
@@ -156,6 +173,7 @@ class PageCache:
                 write_bytes_atomically(path, hashlib.sha256(payload).digest() + payload, durable=False)
                 with self._count_lock:
                     self.views_stored += 1
+                self._note(final_url, content_type, body_sha256, view=key)  # after the write: nothing unlisted
         return page
 
     def keep(self, body: bytes, body_sha256: str, content_type: Optional[str], final_url: str) -> None:
@@ -163,11 +181,100 @@ class PageCache:
         if not _is_sha256(body_sha256):
             return
         path = self._body_path(body_sha256)
-        if path.is_file():
+        slot = _slot_key(final_url, content_type)
+        with file_lock(self._body_shard_lock(body_sha256)):  # ordered with the last marker's removal
+            marker = path.with_name(f"{path.name}.by") / slot
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            if not path.is_file():
+                head = json.dumps({"format": _FORMAT, "url": strip_credentials(final_url), "content_type": content_type})
+                # No fsync: the entry is checked against the sha256 it is named by, so a torn one is a miss.
+                write_bytes_atomically(path, head.encode("utf-8") + b"\n" + body, durable=False)
+        self._note(final_url, content_type, body_sha256, body=True)
+
+    # -- bounds: the bodies each page was last seen with ------------------------------------------
+    def _body_shard_lock(self, body_sha256: str) -> Path:
+        """One lock per `bodies/<s[:2]>` shard (256 in all): a lock per body would outlive it."""
+        return lock_path_for(self.dir / "bodies" / body_sha256[:2])
+
+    def _slot_path(self, slot: str) -> Path:
+        return self.dir / "slots" / slot[:2] / f"{slot}.json"
+
+    def _note(self, final_url: str, content_type: Optional[str], body_sha256: str, *, view: Optional[str] = None, body: bool = False) -> None:
+        """Record that the page at `final_url` (this media type) now has this body (and its
+        `view`, or its kept `body`), and remove the entries of all but its `KEPT_PER_PAGE`
+        newest bodies. A page seen again as it was costs one small read and no lock."""
+        slot = _slot_key(final_url, content_type)
+        path = self._slot_path(slot)
+        seen = _read_slot(path)
+        if seen and seen[0][0] == body_sha256 and (view is None or view in seen[0][1]) and (not body or seen[0][2]):
             return
-        head = json.dumps({"format": _FORMAT, "url": strip_credentials(final_url), "content_type": content_type})
-        # No fsync: the entry is checked against the sha256 it is named by, so a torn one is a miss.
-        write_bytes_atomically(path, head.encode("utf-8") + b"\n" + body, durable=False)
+        with file_lock(lock_path_for(path)):
+            seen = _read_slot(path)
+            mine = next((e for e in seen if e[0] == body_sha256), (body_sha256, [], False))
+            views = mine[1] + ([view] if view is not None and view not in mine[1] else [])
+            entries = [(body_sha256, views, mine[2] or body)] + [e for e in seen if e[0] != body_sha256]
+            # Removed before the record stops naming them: a crash in between leaks nothing.
+            for old_sha, old_views, old_body in entries[KEPT_PER_PAGE:]:
+                for old_view in old_views:
+                    (self.dir / "views" / old_view[:2] / old_view).unlink(missing_ok=True)
+                if old_body:
+                    self._unname_body(old_sha, slot)
+            record = [[sha, list(vs), kept] for sha, vs, kept in entries[:KEPT_PER_PAGE]]
+            # No fsync: a torn record reads as empty, which only forgets what to remove.
+            write_bytes_atomically(path, json.dumps(record).encode("utf-8"), durable=False)
+
+    def _unname_body(self, body_sha256: str, slot: str) -> None:
+        """Drop `slot`'s marker on a kept body; remove the body if no other page names it."""
+        path = self._body_path(body_sha256)
+        markers = path.with_name(f"{path.name}.by")
+        with file_lock(self._body_shard_lock(body_sha256)):
+            (markers / slot).unlink(missing_ok=True)
+            try:
+                markers.rmdir()  # fails while another page's marker is in it
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return
+            path.unlink(missing_ok=True)
+
+
+def _slot_key(final_url: str, content_type: Optional[str]) -> str:
+    """Names a page for its bounds: the credential-free final URL and the media type (both in
+    every `_view_key` of it, so no other slot names its views)."""
+    return hashlib.sha256(json.dumps([strip_credentials(final_url), content_type]).encode("utf-8")).hexdigest()
+
+
+_Entry = Tuple[str, List[str], bool]
+
+
+def _read_slot(path: Path) -> List[_Entry]:
+    """The bodies a page was last seen with, newest first; [] if none or not readable. Only
+    sha256-shaped names are taken: a tampered record cannot point a removal elsewhere."""
+    try:
+        record = json.loads(path.read_bytes())
+        entries: List[_Entry] = []
+        for sha, views, kept in record:
+            if isinstance(sha, str) and _is_sha256(sha) and isinstance(views, list) and all(isinstance(v, str) and _is_sha256(v) for v in views):
+                entries.append((sha, views, kept is True))
+        return entries
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _remove_format_1(kind_dir: Path) -> None:
+    """Format 1 kept parsed pages in `parsed/`, which nothing reads now: renamed to a work dir's
+    name (so the temp sweep finishes what a killed remover leaves) and removed. Costs a stat
+    once gone."""
+    old = kind_dir / "parsed"
+    if not old.is_dir():
+        return
+    doomed = kind_dir / f".parsed.{secrets.token_hex(4)}.work"
+    try:
+        os.rename(old, doomed)
+    except OSError:
+        return  # another process took it first
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _view_key(body_sha256: str, content_type: Optional[str], final_url: str, project: str) -> str:

@@ -5,9 +5,11 @@ their parsed form (the view cache), by a key that no other bytes, URL or project
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import marshal
+import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 from typing import Tuple
@@ -33,6 +35,11 @@ def _fetch(server: IndexServer, cache: Path) -> Tuple[ProjectPage, IndexClient]:
         page = client.project_page(server.simple_url, "demo")
     assert page is not None
     return page, client
+
+
+def _files(cache: Path, kind: str) -> list:
+    """The entries of one kind (`bodies`, `views`): files in its shards, not markers or locks."""
+    return sorted(p for p in cache.rglob(f"{kind}/*/*") if p.is_file() and not p.name.endswith(".lck"))
 
 
 def _page_requests(server: IndexServer) -> list:
@@ -92,7 +99,7 @@ def test_a_damaged_cache_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
     build_wheel(dists, "demo", "1.0")
     with IndexServer(dists) as server:
         first, _ = _fetch(server, tmp_path / "cache")
-        (entry,) = (tmp_path / "cache").rglob("bodies/*/*")
+        (entry,) = _files(tmp_path / "cache", "bodies")
         entry.write_text('{"format": 2, "url": "x"}\n{"files": [{"filename": "demo-6.6-py3-none-any.whl", "url": "x"}]}')
         second, client = _fetch(server, tmp_path / "cache")  # the 304's page is gone: asked again in full
         assert second == first and client.stats.parsed == 1 and client.stats.fetched == 1
@@ -250,3 +257,142 @@ def test_a_page_fetched_again_without_validators_is_loaded_from_its_parsed_form(
         third, client = _fetch(server, tmp_path / "cache")
         assert client.pages is not None and client.pages.views_loaded == 0
         assert "demo-3.0-py3-none-any.whl" in {f.filename for f in third.files}
+
+
+# -- bounds: the newest body of a page and one older one -------------------------------------------
+
+
+def _body_of(version: str) -> bytes:
+    """A distinct state of the demo page: `_rich_body` with one more release."""
+    extra = {"filename": f"demo-{version}-py3-none-any.whl", "url": f"../../files/demo-{version}-py3-none-any.whl"}
+    doc = json.loads(_rich_body())
+    doc["files"].append(extra)
+    return json.dumps(doc).encode()
+
+
+def _sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _store(cache: Path, body: bytes, url: str = PAGE_URL, validators: bool = True) -> PageCache:
+    """What a lock does with a 200: parse (keeping the view) and, for a page with validators,
+    keep the body; a fresh `PageCache`, as another process would use."""
+    pages = PageCache(cache)
+    pages.page(body, _sha(body), JSON_TYPE, url, "demo")
+    if validators:
+        pages.keep(body, _sha(body), JSON_TYPE, url)
+    return pages
+
+
+@pytest.mark.parametrize("validators", [BOTH, ()])
+def test_a_page_that_changed_three_times_keeps_the_entries_of_its_last_two_bodies(tmp_path: Path, validators: Tuple[str, ...]) -> None:
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    build_wheel(dists, "demo", "1.0")
+    cache = tmp_path / "cache"
+    seen: list = []  # per state of the page: (its sha256, the view and body files it left)
+    with IndexServer(dists, IndexConfig(page_validators=validators)) as server:
+        for version in ("2.0", "3.0", "4.0", None):
+            page, _ = _fetch(server, cache)
+            before = {p for state in seen for p in state[1]}
+            seen.append((page.body_sha256, (set(_files(cache, "views")) | set(_files(cache, "bodies"))) - before))
+            if version is not None:
+                build_wheel(dists, "demo", version)
+        assert len({sha for sha, _ in seen}) == 4
+        assert len(_files(cache, "views")) == 2
+        assert len(_files(cache, "bodies")) == (2 if validators else 0)
+        for _, files in seen[:2]:  # the two oldest states: removed from disk
+            assert files and not any(p.exists() for p in files)
+        for _, files in seen[2:]:
+            assert files and all(p.exists() for p in files)
+        assert len(list(cache.rglob("bodies/*/*.by/*"))) == (2 if validators else 0)  # one marker per kept body
+        again, client = _fetch(server, cache)  # the newest is still served from the cache
+        assert again.body_sha256 == seen[-1][0]
+        assert client.pages is not None and client.pages.views_loaded == 1
+        assert client.stats.not_modified == (1 if validators else 0)
+
+
+def test_the_body_seen_last_is_kept_even_when_it_was_a_hit(tmp_path: Path) -> None:
+    a, b, c = _body_of("5.0"), _body_of("6.0"), _body_of("7.0")
+    _store(tmp_path, a)
+    _store(tmp_path, b)
+    assert _store(tmp_path, a).views_loaded == 1  # a lock alternating between two indexes' states
+    _store(tmp_path, c)  # pushes out b, the older of the two seen before it
+    assert _store(tmp_path, a).views_loaded == 1
+    assert PageCache(tmp_path).load(_sha(a), "demo") is not None
+    assert PageCache(tmp_path).load(_sha(b), "demo") is None
+    assert _store(tmp_path, b).views_loaded == 0  # parsed again: a miss, as it should be
+
+
+def test_a_reader_of_a_removed_entry_gets_a_miss_not_an_error(tmp_path: Path) -> None:
+    old = _body_of("5.0")
+    _store(tmp_path, old)
+    reader = PageCache(tmp_path)  # a process that will ask for the old page after it is gone
+    before = reader.load(_sha(old), "demo")
+    assert before is not None
+    for version in ("6.0", "7.0"):
+        _store(tmp_path, _body_of(version))
+    assert reader.load(_sha(old), "demo") is None  # its body is gone: the 304 path asks again
+    page = reader.page(old, _sha(old), JSON_TYPE, PAGE_URL, "demo")  # its view is gone: parsed again
+    assert (reader.views_loaded, reader.views_stored) == (1, 1)
+    _same_page(page, before)
+
+
+def _keep_changing(cache: str, rounds: int) -> int:
+    """Another process: the page changes under it, round after round (spawned)."""
+    for i in range(rounds):
+        _store(Path(cache), _body_of(f"{100 + i % 5}.0"))
+    return rounds
+
+
+def test_entries_removed_while_another_process_reads_them_are_misses(tmp_path: Path) -> None:
+    bodies = [_body_of(f"{100 + i}.0") for i in range(5)]
+    expected = {_sha(b): {f.filename for f in parse_json_page(b, PAGE_URL, "demo").files} for b in bodies}
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        writer = pool.submit(_keep_changing, str(tmp_path), 150)
+        reads = parsed = 0
+        while not writer.done() or reads < 50:
+            body = bodies[reads % 5]
+            pages = PageCache(tmp_path)
+            page = pages.page(body, _sha(body), JSON_TYPE, PAGE_URL, "demo")
+            assert {f.filename for f in page.files} == expected[_sha(body)]
+            loaded = pages.load(_sha(body), "demo")
+            assert loaded is None or {f.filename for f in loaded.files} == expected[_sha(body)]
+            reads += 1
+            parsed += pages.views_stored
+        assert writer.result() == 150
+        assert parsed > 0  # five bodies in turn, two kept: some reads found theirs removed
+    _store(tmp_path, bodies[0])
+    assert len(_files(tmp_path, "views")) <= 2 and len(_files(tmp_path, "bodies")) <= 2
+
+
+def test_an_entry_another_url_names_is_kept(tmp_path: Path) -> None:
+    shared = _body_of("5.0")
+    mirror = "https://mirror.example/simple/demo/"
+    _store(tmp_path, shared)
+    _store(tmp_path, shared, url=mirror)
+    (body,) = _files(tmp_path, "bodies")  # one body for both: the same sha256
+    assert len(_files(tmp_path, "views")) == 2  # a view each: the key holds the URL
+    for version in ("6.0", "7.0"):  # the first URL's page moves on
+        _store(tmp_path, _body_of(version))
+    assert body.exists()
+    on_mirror = PageCache(tmp_path)
+    on_mirror.page(shared, _sha(shared), JSON_TYPE, mirror, "demo")
+    assert on_mirror.views_loaded == 1  # its view
+    assert on_mirror.load(_sha(shared), "demo") is not None  # and its body, for its next 304
+    assert PageCache(tmp_path).page(shared, _sha(shared), JSON_TYPE, PAGE_URL, "demo") is not None
+    for version in ("8.0", "9.0", "10.0"):  # the first URL saw `shared` again just now
+        _store(tmp_path, _body_of(version))
+        _store(tmp_path, _body_of(version), url=mirror)
+    assert not body.exists()  # no URL names it now
+    assert len(_files(tmp_path, "bodies")) == 2 and len(_files(tmp_path, "views")) == 4
+
+
+def test_the_old_formats_parsed_pages_are_removed_when_the_cache_opens(tmp_path: Path) -> None:
+    old = tmp_path / "pages" / "v1" / "parsed" / "ab"
+    old.mkdir(parents=True)
+    (old / f"{'ab' * 32}.json").write_text("{}")
+    pages = PageCache(tmp_path)
+    assert not (pages.dir / "parsed").exists()
+    assert not [p for p in pages.dir.iterdir() if p.name.startswith(".")]  # nor its work dir
+    PageCache(tmp_path)  # nothing to do: no error

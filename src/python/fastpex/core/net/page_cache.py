@@ -182,8 +182,11 @@ class PageCache:
             return
         path = self._body_path(body_sha256)
         slot = _slot_key(final_url, content_type)
+        marker = path.with_name(f"{path.name}.by") / slot
+        if marker.exists() and path.is_file():  # kept for this page: only its own slot removes it
+            self._note(final_url, content_type, body_sha256, body=True)
+            return
         with file_lock(self._body_shard_lock(body_sha256)):  # ordered with the last marker's removal
-            marker = path.with_name(f"{path.name}.by") / slot
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             if not path.is_file():

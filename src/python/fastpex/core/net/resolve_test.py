@@ -31,6 +31,7 @@ class _RateLimitedResolver:
     def __init__(self, real: Any) -> None:
         self.real = real
         self.calls = 0
+        self.stalls = 0
         self._lock = threading.Lock()
 
     def __call__(self, host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -38,6 +39,7 @@ class _RateLimitedResolver:
             with self._lock:
                 self.calls += 1
                 over = self.calls > LIMIT
+                self.stalls += over
             if over:
                 time.sleep(STALL)
         return self.real(host, *args, **kwargs)
@@ -87,12 +89,11 @@ def test_back_to_back_runs_do_not_stall_on_a_rate_limited_resolver(
     server: IndexServer, resolver: _RateLimitedResolver
 ) -> None:
     url = f"http://localhost:{server.port}/simple/demo/"
-    started = time.monotonic()
     lookups = [_one_run(url) for _ in range(3)]
-    elapsed = time.monotonic() - started
     assert lookups == [1, 1, 1]  # concurrent first connections share one lookup
-    assert resolver.calls == 3  # was 48: one per connection, and the 26th waited
-    assert elapsed < STALL, f"3 runs took {elapsed:.2f} s"
+    # Was 48: one per connection, and the 26th waited STALL s. Counted, not timed: a wall-time
+    # bound flakes on a loaded machine, and no lookup past LIMIT means none stalled.
+    assert resolver.calls == 3 and resolver.stalls == 0
 
 
 def test_a_failed_connect_forgets_the_answer(resolver: _RateLimitedResolver) -> None:

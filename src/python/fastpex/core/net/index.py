@@ -448,7 +448,7 @@ class IndexClient:
             raise IndexUnreachableError(url, str(e)) from e
         if response.status == 304 and known is not None and self.pages is not None:
             response.close()
-            page = self.pages.load(known.body_sha256, project)
+            page = self.pages.load(known.body_sha256, project, response.url)
             if page is not None:
                 self._count("not_modified")
                 self._count("parsed")

@@ -119,8 +119,12 @@ class PageCache:
     def _body_path(self, body_sha256: str) -> Path:
         return self.dir / "bodies" / body_sha256[:2] / body_sha256
 
-    def load(self, body_sha256: str, project: str) -> Optional[ProjectPage]:
-        """The page whose bytes have this sha256, parsed, if they were kept; else None."""
+    def load(self, body_sha256: str, project: str, final_url: Optional[str] = None) -> Optional[ProjectPage]:
+        """The page whose bytes have this sha256, parsed, if they were kept; else None.
+
+        `final_url` is the URL the 304 answered for: the same bytes can be kept for two URLs
+        (a mirror), and relative file links must resolve against this one, not the first
+        URL that kept them."""
         if not _is_sha256(body_sha256):
             return None
         path = self._body_path(body_sha256)
@@ -142,7 +146,9 @@ class PageCache:
             path.unlink(missing_ok=True)
             return None
         content_type = doc.get("content_type")
-        return self.page(body, body_sha256, content_type if isinstance(content_type, str) else None, doc["url"], project)
+        return self.page(
+            body, body_sha256, content_type if isinstance(content_type, str) else None, final_url or doc["url"], project
+        )
 
     # -- parsed pages, per body sha256 and everything else they depend on -----------------------
     def page(self, body: bytes, body_sha256: str, content_type: Optional[str], final_url: str, project: str) -> ProjectPage:

@@ -396,3 +396,17 @@ def test_the_old_formats_parsed_pages_are_removed_when_the_cache_opens(tmp_path:
     assert not (pages.dir / "parsed").exists()
     assert not [p for p in pages.dir.iterdir() if p.name.startswith(".")]  # nor its work dir
     PageCache(tmp_path)  # nothing to do: no error
+
+
+def test_a_304_for_a_mirror_resolves_links_against_the_mirror(tmp_path: Path) -> None:
+    """The same bytes kept for two URLs: a 304 from the second parses against the second, so
+    its relative file links point at the host that served them, not at the first URL's."""
+    shared = _body_of("5.0")
+    mirror = "https://mirror.example/simple/demo/"
+    _store(tmp_path, shared)
+    _store(tmp_path, shared, url=mirror)
+    on_mirror = PageCache(tmp_path).load(_sha(shared), "demo", mirror)
+    assert on_mirror is not None
+    urls = {f.url for f in on_mirror.files}
+    assert "https://mirror.example/files/demo-5.0-py3-none-any.whl" in urls
+    assert not any(u.startswith("https://idx.example/") for u in urls)

@@ -5,8 +5,10 @@ exits 1 (the world failed, not the input)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict
 
@@ -29,12 +31,12 @@ def _write_lock(index: IndexServer, dists: Path, path: Path) -> None:
     path.write_text(dumps_lock(lock))
 
 
-def _fetch(lock: Path, tmp_path: Path, **env_extra: str) -> "subprocess.CompletedProcess[str]":
+def _fetch(lock: Path, tmp_path: Path, *extra: str, **env_extra: str) -> "subprocess.CompletedProcess[str]":
     env: Dict[str, str] = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(PYTHONPATH=SRC, **env_extra)
     return subprocess.run(
         [sys.executable, "-m", "fastpex", "fetch", "--lock", str(lock), "--target", "linux_x86_64-cp311",
-         "--cache-dir", str(tmp_path / "cache"), "--retries", "1"],
+         "--cache-dir", str(tmp_path / "cache"), *(extra or ("--retries", "1"))],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -74,3 +76,42 @@ def test_a_proxy_refusing_the_tunnel_is_named_without_its_credentials(dists: Pat
     assert proc.returncode == 1, output
     assert f"the proxy `http://127.0.0.1:{proxy.port}` (from `HTTPS_PROXY`) refused the connection" in output, output
     assert PASSWORD not in output and f"{USER}:" not in output, output
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_refusing_connections_fails_the_whole_fetch_fast(dists: Path, tmp_path: Path, scheme: str) -> None:
+    """Nothing listens at the proxy's address: every artifact would fail alike, so the fetch
+    retries that cause once in all per worker process (`--fetch-jobs 2`: at most 2 processes),
+    not `--retries 5` times per artifact (the old behaviour: >= 5 retries, ~12 s)."""
+    ca = TestCA.create(tmp_path / "ca", HOST)
+    context = ca.server_context() if scheme == "https" else None
+    variable = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
+    port = free_port()  # nothing listens there
+    names = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    with IndexServer(dists, host=HOST, ssl_context=context) as index:
+        built = [wheel(dists, name) for name in names]
+        lock = make_lock(
+            names,
+            [dist(name, "1.0", [artifact_for(index, path)]) for name, path in zip(names, built)],
+            {linux_target(): names},
+        )
+        (tmp_path / "default.lock").write_text(dumps_lock(lock))
+        started = time.monotonic()
+        proc = _fetch(
+            tmp_path / "default.lock", tmp_path, "--retries", "5", "--fetch-jobs", "2",
+            **{variable: f"http://{USER}:{PASSWORD}@127.0.0.1:{port}", "SSL_CERT_FILE": str(ca.ca_cert)},
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert not index.requests
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert proc.stderr.count(f"could not reach the proxy `http://127.0.0.1:{port}` (from `{variable}`)") == 1, output
+    assert PASSWORD not in output and f"{USER}:" not in output and f"{USER}@" not in output, output
+    # The summary counts every retry the workers reported; the old behaviour retried each of the
+    # in-flight artifacts up to 5 times (>= 5 in all).
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("fastpex fetch: 0/6 artifacts")]
+    assert len(summary) == 1, output
+    found = re.search(r", (\d+) retries", summary[0])
+    retries = int(found.group(1)) if found else 0
+    assert retries <= 2, output
+    assert elapsed < 5, (elapsed, output)  # it was ~12 s; the retries count above is the real check

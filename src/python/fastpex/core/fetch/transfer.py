@@ -4,7 +4,8 @@ Every download streams into `<store>/partial/<sha256>.part` while hashing, and o
 sha256 and size match the lock is renamed into the store. Transient failures (5xx, reset,
 timeout, truncated body, wrong Content-Length) are retried with the shared backoff
 (`net/retry.py`), resuming with `Range` where the server allows it; a hash mismatch is not
-transient and fails at once.
+transient and fails at once. A proxy that refuses connections gets one retry per downloader in
+all, not per artifact: the first artifact to give up cancels the rest (`ArtifactDownloader._may_retry`).
 
 Why the body loop looks the way it does: on a fast link fetching is CPU-bound. Decrypting,
 hashing and writing cost ~2 CPU-seconds per GB even when done well; reading one ~16 KiB TLS
@@ -36,7 +37,13 @@ from fastpex.core.net.hints import status_hint
 from fastpex.core.net.errors import HttpConnectionError, ProxyError, TooManyRedirectsError
 from fastpex.core.net.http import HttpClient
 from fastpex.core.net.response import Response
-from fastpex.core.net.retry import TRANSIENT_STATUSES, Backoff, parse_retry_after
+from fastpex.core.net.retry import (
+    REFUSED_PROXY_RETRIES,
+    TRANSIENT_STATUSES,
+    Backoff,
+    connection_refused,
+    parse_retry_after,
+)
 from fastpex.core.store import ArtifactStore, PartialInfo
 from fastpex.core.util.hashing import hash_file
 from fastpex.core.util.urls import strip_credentials
@@ -67,11 +74,14 @@ USE_DIRECT_IO = os.environ.get("FASTPEX_FETCH_DIRECT_IO", "1") != "0"
 class _Transient(Exception):
     """A failure worth retrying; `retry_after` is the server's hint in seconds."""
 
-    def __init__(self, reason: str, retry_after: Optional[float] = None, *, hint: str = "") -> None:
+    def __init__(
+        self, reason: str, retry_after: Optional[float] = None, *, hint: str = "", refused_by: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.hint = hint  # what to do when the retries run out ("" for DownloadError's default)
+        self.refused_by = refused_by  # the proxy (redacted) that refused the connection, if one did
 
 
 class Cancelled(Exception):
@@ -172,6 +182,25 @@ class ArtifactDownloader:
         self.cancelled = threading.Event()
         self.client = client
         self._on_disk: Dict[str, int] = {}  # bytes reported to the reporter, per artifact
+        # Connections refused by each proxy, counted over every artifact of this downloader.
+        self._proxy_refusals: Dict[str, int] = {}
+        self._refusals_lock = threading.Lock()
+
+    def _may_retry(self, error: "_Transient", attempt: int) -> bool:
+        """Whether to try again after `attempt` attempts failed with `error`.
+
+        A proxy that refuses connections fails every artifact alike, so its refusals share one
+        budget (`REFUSED_PROXY_RETRIES` in all, not per artifact): after that a refusal fails
+        its artifact at once, which cancels the others (`fetch_one`), instead of each one
+        retrying on its own with backoff."""
+        if attempt > self.retries:
+            return False
+        if not error.refused_by:
+            return True
+        with self._refusals_lock:
+            refusals = self._proxy_refusals.get(error.refused_by, 0) + 1
+            self._proxy_refusals[error.refused_by] = refusals
+        return refusals <= REFUSED_PROXY_RETRIES
 
     def _progress_to(self, artifact: Artifact, on_disk: int) -> None:
         """Tell the reporter the partial now holds `on_disk` bytes (it may have shrunk)."""
@@ -219,7 +248,7 @@ class ArtifactDownloader:
                     break
                 except _Transient as e:
                     attempt += 1
-                    if attempt > self.retries:
+                    if not self._may_retry(e, attempt):
                         raise DownloadError(
                             artifact.url, artifact.filename, e.reason, attempts=attempt, hint=e.hint
                         ) from None
@@ -267,7 +296,8 @@ class ArtifactDownloader:
             )
         except ProxyError as e:  # the proxy, not the index, failed: say which one
             reason, hint = proxy_failure(e)
-            raise _Transient(reason, hint=hint) from None
+            refused_by = e.proxy if e.keeps_exit_code_when_wrapped and connection_refused(e) else ""
+            raise _Transient(reason, hint=hint, refused_by=refused_by) from None
         except HttpConnectionError as e:
             raise _Transient(e.reason) from None
         except TooManyRedirectsError:

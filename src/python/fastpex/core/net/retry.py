@@ -11,13 +11,37 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-__all__ = ["RETRY_STATUSES", "TRANSIENT_STATUSES", "Backoff", "parse_retry_after"]
+__all__ = [
+    "REFUSED_PROXY_RETRIES",
+    "RETRY_STATUSES",
+    "TRANSIENT_STATUSES",
+    "Backoff",
+    "connection_refused",
+    "parse_retry_after",
+]
 
 # What `HttpClient` retries by itself (pages, metadata): the server is busy or rate-limiting.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # What the fetch downloader retries, resuming where it can: also a request timeout (408) and
 # "too early" (425); any other 5xx counts as well.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# A proxy that refuses connections (nothing listens at its address) fails every request of a
+# run alike: a run retries that cause this many times in all, not per request. (A proxy that
+# times out may be overloaded, not gone: that keeps the normal retries.)
+REFUSED_PROXY_RETRIES = 1
+
+
+def connection_refused(error: BaseException) -> bool:
+    """Whether `error` was caused by a refused TCP connection (ECONNREFUSED), looking through
+    its chain of causes (`raise ... from`): the proxy's `OSError` sits a layer or two down."""
+    seen = 0
+    current: Optional[BaseException] = error
+    while current is not None and seen < 10:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:

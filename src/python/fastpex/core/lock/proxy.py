@@ -13,6 +13,8 @@ for `<file>.metadata`, which `MetadataFetcher` answers without downloading the a
 
 Choices, and why:
 - Pages (`proxy_http`) advertise `core-metadata` and pass upstream hashes through.
+- Speculation (`speculation`): pages and metadata pip will likely ask for next are fetched
+  ahead of it, on their own pool.
 - Routing: the first `Route` whose project glob and target-name glob match decides which
   indexes a project comes from for that target. Among the chosen indexes (or all indexes, in
   order, when no route matches) the first index that has the project wins; later indexes are
@@ -28,7 +30,6 @@ Choices, and why:
 from __future__ import annotations
 
 import fnmatch
-import functools
 import hashlib
 import json
 import logging
@@ -41,15 +42,13 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from fastpex.core.errors import UserError
 from fastpex.core.lock.fetcher import MetadataFetcher
-from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
 from fastpex.core.lock.metadata_store import remote_sha256
 from fastpex.core.lock.pinned_pages import PinnedPages, narrow
 from fastpex.core.lock.project_view import ProjectView, file_in_views, file_token
 from fastpex.core.lock.proxy_http import PEP691_JSON, TARGET_RE, ProxyServer, page_body, python_admitted
+from fastpex.core.lock.speculation import Speculator
 from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.page_cache import PageCache
 from fastpex.core.net.index import (
@@ -173,16 +172,11 @@ class MetadataProxy:
         self._warned_upload_time = False
         self._artifact_requests = 0
         self._hash_pool: Optional[ThreadPoolExecutor] = None
-        self._speculation_pool: Optional[ThreadPoolExecutor] = None
-        self._speculated: Set[Tuple[str, str]] = set()
-        self._prefetched: Set[Tuple[str, str]] = set()
+        self._speculation = Speculator(config, self.fetcher, self.view)
         self._tag_sets: Dict[str, "frozenset[str]"] = {}
-        self._priorities: Dict[str, Dict[str, int]] = {}
-        self._dependencies: Dict[bytes, List[str]] = {}  # metadata -> its unconditional deps
         self._rendered: Dict[Tuple[str, str, str, Optional[str]], bytes] = {}
         self.pinned_pages = PinnedPages()  # the pins of each target's pip run in flight
         self._page_requests: Dict[str, Set[str]] = {}
-        self._stopping = False
         self._server: Optional[ProxyServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -204,10 +198,10 @@ class MetadataProxy:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        pools = [self._speculation.detach()]
         with self._lock:
-            self._stopping = True
-            pools = [self._speculation_pool, self._hash_pool]
-            self._speculation_pool = self._hash_pool = None
+            pools.append(self._hash_pool)
+            self._hash_pool = None
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -486,9 +480,8 @@ class MetadataProxy:
         if view is None:
             return None
         self._register(target, view)
-        with self._lock:
-            self._speculated.add((target, name))
-        self._maybe_prefetch(target, view)
+        self._speculation.served(target, name)
+        self._speculation.prefetch(target, view)
         usable = narrow(view, self._usable_by(target, view), pin)  # only `==pin` files, if pinned
         base = f"{self.url}/{quote(target)}/files"
         if media == PEP691_JSON:
@@ -510,81 +503,15 @@ class MetadataProxy:
                 wanted = self._tag_sets[target] = frozenset(tags)
         return view.usable(wanted, self.config.target_pythons.get(target), self.config.wheels_only, python_admitted)
 
-    def _maybe_prefetch(self, target: str, view: ProjectView) -> None:
-        """Warm the metadata pip will most likely ask for next: the best wheel for the target
-        among the newest versions, once per (target, project). Needs the target's tags; a miss
-        costs only bandwidth."""
-        tags = self.config.target_tags.get(target)
-        if not tags or self.config.prefetch_versions <= 0:
-            return
-        with self._lock:
-            if (target, view.name) in self._prefetched:
-                return
-            self._prefetched.add((target, view.name))
-            priority = self._priorities.get(target)
-            if priority is None:
-                priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
-        chosen = view.best_wheels(priority, self.config.prefetch_versions)
-        for future in self.fetcher.prefetch(chosen) if chosen else ():
-            future.add_done_callback(functools.partial(self._after_prefetch, target))
-
-    def _after_prefetch(self, target: str, future: "Future[MetadataResult]") -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.speculate(target, future.result().data)
-
+    # -- speculation (`speculation.Speculator`) ----------------------------------------------
     def speculate(self, target: str, metadata: bytes) -> None:
-        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`.
-
-        Only requirements without an `extra` marker are followed (others are evaluated by pip
-        against the target's environment, which the proxy doesn't know: an unneeded page costs
-        one request). Failures are not recorded here: pip's own request will meet them.
-        """
-        with self._lock:
-            names = self._dependencies.get(metadata)
-        if names is None:
-            names = unconditional_dependencies(metadata)
-            with self._lock:
-                self._dependencies[metadata] = names
-        self._speculate_names(target, names)
+        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`."""
+        self._speculation.speculate(target, metadata)
 
     def warm(self, target: str, requirements: Iterable[str]) -> None:
         """Start on the pages (and likely metadata) of top-level requirements (PEP 508
         strings) for `target` before pip asks for them; call it right before starting pip."""
-        names = []
-        for text in requirements:
-            try:
-                names.append(normalize_project_name(Requirement(text).name))
-            except InvalidRequirement:
-                continue
-        self._speculate_names(target, names)
-
-    def _speculate_names(self, target: str, names: Iterable[str]) -> None:
-        if not self.config.speculate:
-            return
-        with self._lock:  # one pass under the lock: most names were seen before
-            if self._stopping:
-                return
-            new = [name for name in dict.fromkeys(names) if (target, name) not in self._speculated]
-            if not new:
-                return
-            self._speculated.update((target, name) for name in new)
-            if self._speculation_pool is None:
-                self._speculation_pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="fastpex-speculate")
-            pool = self._speculation_pool
-        for name in new:
-            try:
-                pool.submit(self._speculate_project, target, name)
-            except RuntimeError:  # shutting down
-                return
-
-    def _speculate_project(self, target: str, name: str) -> None:
-        try:
-            view = self.view(target, name)
-        except Exception as e:  # noqa: BLE001 - pip's request for this page will report it
-            logger.debug("speculative page fetch for %s failed: %s", name, e)
-            return
-        if view is not None and view.files:
-            self._maybe_prefetch(target, view)
+        self._speculation.warm(target, requirements)
 
     # -- errors ------------------------------------------------------------------------------
     def record_error(self, error: Exception) -> None:

@@ -1,0 +1,140 @@
+"""The metadata proxy's speculation: start on what pip will ask for before it asks.
+
+pip works serially: a page, then the metadata of the file it picks, then its dependencies'
+pages. `Speculator` runs ahead of it on a thread pool: serving a page prefetches the metadata
+of the wheel pip will most likely pick (`prefetch`), every metadata file served or prefetched
+starts on its dependencies' pages (`speculate`), and `warm` starts on the top-level
+requirements. A wrong guess costs only bandwidth; failures are left for pip's own request.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Set, Tuple
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from fastpex.core.lock.fetcher import MetadataFetcher
+from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
+from fastpex.core.lock.project_view import ProjectView
+from fastpex.core.net.index import normalize_project_name
+
+if TYPE_CHECKING:
+    from fastpex.core.lock.proxy import ProxyConfig
+
+__all__ = ["Speculator"]
+
+logger = logging.getLogger("fastpex.core.lock.proxy")  # the proxy's log, as proxy_http's
+
+
+class Speculator:
+    """Speculation for one `MetadataProxy`: `view(target, project)` is the proxy's page lookup
+    (built once per lock, so a page speculated on is the page pip gets)."""
+
+    def __init__(
+        self,
+        config: "ProxyConfig",
+        fetcher: MetadataFetcher,
+        view: Callable[[str, str], Optional[ProjectView]],
+    ) -> None:
+        self.config = config
+        self.fetcher = fetcher
+        self._view = view
+        self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._stopping = False
+        self._speculated: Set[Tuple[str, str]] = set()
+        self._prefetched: Set[Tuple[str, str]] = set()
+        self._priorities: Dict[str, Dict[str, int]] = {}
+        self._dependencies: Dict[bytes, List[str]] = {}  # metadata -> its unconditional deps
+
+    def served(self, target: str, name: str) -> None:
+        """`name`'s page was served for `target`: pip has it, nothing left to speculate on."""
+        with self._lock:
+            self._speculated.add((target, name))
+
+    def detach(self) -> Optional[ThreadPoolExecutor]:
+        """Stop starting work; the pool (if any) for the caller to shut down."""
+        with self._lock:
+            self._stopping = True
+            pool, self._pool = self._pool, None
+        return pool
+
+    def prefetch(self, target: str, view: ProjectView) -> None:
+        """Warm the metadata pip will most likely ask for next: the best wheel for the target
+        among the newest versions, once per (target, project). Needs the target's tags; a miss
+        costs only bandwidth."""
+        tags = self.config.target_tags.get(target)
+        if not tags or self.config.prefetch_versions <= 0:
+            return
+        with self._lock:
+            if (target, view.name) in self._prefetched:
+                return
+            self._prefetched.add((target, view.name))
+            priority = self._priorities.get(target)
+            if priority is None:
+                priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
+        chosen = view.best_wheels(priority, self.config.prefetch_versions)
+        for future in self.fetcher.prefetch(chosen) if chosen else ():
+            future.add_done_callback(functools.partial(self._after_prefetch, target))
+
+    def _after_prefetch(self, target: str, future: "Future[MetadataResult]") -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.speculate(target, future.result().data)
+
+    def speculate(self, target: str, metadata: bytes) -> None:
+        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`.
+
+        Only requirements without an `extra` marker are followed (others are evaluated by pip
+        against the target's environment, which the proxy doesn't know: an unneeded page costs
+        one request). Failures are not recorded here: pip's own request will meet them.
+        """
+        with self._lock:
+            names = self._dependencies.get(metadata)
+        if names is None:
+            names = unconditional_dependencies(metadata)
+            with self._lock:
+                self._dependencies[metadata] = names
+        self._speculate_names(target, names)
+
+    def warm(self, target: str, requirements: Iterable[str]) -> None:
+        """Start on the pages (and likely metadata) of top-level requirements (PEP 508
+        strings) for `target` before pip asks for them; call it right before starting pip."""
+        names = []
+        for text in requirements:
+            try:
+                names.append(normalize_project_name(Requirement(text).name))
+            except InvalidRequirement:
+                continue
+        self._speculate_names(target, names)
+
+    def _speculate_names(self, target: str, names: Iterable[str]) -> None:
+        if not self.config.speculate:
+            return
+        with self._lock:  # one pass under the lock: most names were seen before
+            if self._stopping:
+                return
+            new = [name for name in dict.fromkeys(names) if (target, name) not in self._speculated]
+            if not new:
+                return
+            self._speculated.update((target, name) for name in new)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="fastpex-speculate")
+            pool = self._pool
+        for name in new:
+            try:
+                pool.submit(self._speculate_project, target, name)
+            except RuntimeError:  # shutting down
+                return
+
+    def _speculate_project(self, target: str, name: str) -> None:
+        try:
+            view = self._view(target, name)
+        except Exception as e:  # noqa: BLE001 - pip's request for this page will report it
+            logger.debug("speculative page fetch for %s failed: %s", name, e)
+            return
+        if view is not None and view.files:
+            self.prefetch(target, view)

@@ -42,15 +42,21 @@ def _files(cache: Path, kind: str) -> list:
     return sorted(p for p in cache.rglob(f"{kind}/*/*") if p.is_file() and not p.name.endswith(".lck"))
 
 
+def _demo_dists(tmp_path: Path) -> Path:
+    """The index's files: one wheel of `demo` 1.0 (tests upload more to change the page)."""
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    build_wheel(dists, "demo", "1.0")
+    return dists
+
+
 def _page_requests(server: IndexServer) -> list:
     return server.matching("/simple/demo/")
 
 
 @pytest.mark.parametrize("validators", [BOTH, ("etag",), ("last-modified",)])
 def test_an_unchanged_page_is_a_304_answered_from_the_kept_bytes(tmp_path: Path, validators: Tuple[str, ...]) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     with IndexServer(dists, IndexConfig(page_validators=validators)) as server:
         first, client = _fetch(server, tmp_path / "cache")
         assert (client.stats.fetched, client.stats.parsed) == (1, 1)
@@ -64,9 +70,7 @@ def test_an_unchanged_page_is_a_304_answered_from_the_kept_bytes(tmp_path: Path,
 
 
 def test_without_validators_no_conditions_are_sent_and_no_body_is_kept(tmp_path: Path) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     with IndexServer(dists, IndexConfig(page_validators=())) as server:
         first, _ = _fetch(server, tmp_path / "cache")
         second, client = _fetch(server, tmp_path / "cache")
@@ -78,9 +82,7 @@ def test_without_validators_no_conditions_are_sent_and_no_body_is_kept(tmp_path:
 
 @pytest.mark.parametrize("validators", [BOTH, ("last-modified",), ()])
 def test_a_changed_page_is_never_served_stale(tmp_path: Path, validators: Tuple[str, ...]) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     with IndexServer(dists, IndexConfig(page_validators=validators)) as server:
         first, _ = _fetch(server, tmp_path / "cache")
         build_wheel(dists, "demo", "2.0")  # an upload, within the same second
@@ -94,9 +96,7 @@ def test_a_changed_page_is_never_served_stale(tmp_path: Path, validators: Tuple[
 
 
 def test_a_damaged_cache_entry_is_a_miss_not_an_error(tmp_path: Path) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     with IndexServer(dists) as server:
         first, _ = _fetch(server, tmp_path / "cache")
         (entry,) = _files(tmp_path / "cache", "bodies")
@@ -242,9 +242,7 @@ def test_a_damaged_or_tampered_parsed_page_is_a_miss_not_an_error(tmp_path: Path
 
 
 def test_a_page_fetched_again_without_validators_is_loaded_from_its_parsed_form(tmp_path: Path) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     build_wheel(dists, "demo", "2.0")
     with IndexServer(dists, IndexConfig(page_validators=())) as server:
         first, client = _fetch(server, tmp_path / "cache")
@@ -286,9 +284,7 @@ def _store(cache: Path, body: bytes, url: str = PAGE_URL, validators: bool = Tru
 
 @pytest.mark.parametrize("validators", [BOTH, ()])
 def test_a_page_that_changed_three_times_keeps_the_entries_of_its_last_two_bodies(tmp_path: Path, validators: Tuple[str, ...]) -> None:
-    dists = tmp_path / "dists"
-    dists.mkdir()
-    build_wheel(dists, "demo", "1.0")
+    dists = _demo_dists(tmp_path)
     cache = tmp_path / "cache"
     seen: list = []  # per state of the page: (its sha256, the view and body files it left)
     with IndexServer(dists, IndexConfig(page_validators=validators)) as server:

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from fastpex.core.net.proxy import Proxy
-from fastpex.core.net.resolve import AddressCache
+from fastpex.core.net.addresses import AddressCache
 
 __all__ = [
     "WATCHDOG",

@@ -17,7 +17,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from fastpex.core.net.http import HttpClient, HttpConfig
-from fastpex.core.net.resolve import AddressCache
+from fastpex.core.net.addresses import AddressCache
 from fastpex.core.net.response import Response
 from fastpex.testing.index_server import IndexServer
 from fastpex.testing.wheels import build_wheel

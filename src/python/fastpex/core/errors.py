@@ -15,7 +15,7 @@ the core.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 
 class FastpexError(Exception):
@@ -42,16 +42,26 @@ class OperationalError(FastpexError):
     keeps_exit_code_when_wrapped = False
 
 
+def error_chain(error: BaseException, *, implicit: bool = False) -> Iterator[BaseException]:
+    """`error`, then what it was raised from (`raise ... from`), each once (a cycle ends it).
+    With `implicit`, also what it was raised while handling, unless `from None` hid that."""
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        following = current.__cause__
+        if following is None and implicit and not current.__suppress_context__:
+            following = current.__context__
+        current = following
+
+
 def exit_code_of(error: FastpexError) -> int:
     """`error`'s exit status: its own, unless it was raised from (`raise ... from`, at any depth)
     an `OperationalError` that keeps its exit code when wrapped."""
-    seen = set()
-    cause: Optional[BaseException] = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in error_chain(error):
         if isinstance(cause, OperationalError) and cause.keeps_exit_code_when_wrapped:
             return cause.exit_code
-        cause = cause.__cause__
     return error.exit_code
 
 

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from fastpex.core.errors import error_chain
+
 __all__ = [
     "REFUSED_PROXY_RETRIES",
     "RETRY_STATUSES",
@@ -33,15 +35,8 @@ REFUSED_PROXY_RETRIES = 1
 
 def connection_refused(error: BaseException) -> bool:
     """Whether `error` was caused by a refused TCP connection (ECONNREFUSED), looking through
-    its chain of causes (`raise ... from`): the proxy's `OSError` sits a layer or two down."""
-    seen = 0
-    current: Optional[BaseException] = error
-    while current is not None and seen < 10:
-        if isinstance(current, ConnectionRefusedError):
-            return True
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return False
+    its chain of causes: the proxy's `OSError` sits a layer or two down."""
+    return any(isinstance(cause, ConnectionRefusedError) for cause in error_chain(error, implicit=True))
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:

@@ -35,6 +35,10 @@ def build_catalog(f: WheelFactory) -> None:
     # The other direction: a dependency only 3.11.4+ needs.
     f.wheel("later", "1.0", requires_dist=['newer; python_full_version >= "3.11.4"'])
     f.wheel("newer", "1.0")
+    # The same, behind an extra only a dependency asks for: `wrapper` -> `plugin[fast]`.
+    f.wheel("wrapper", "1.0", requires_dist=["plugin[fast]"])
+    f.wheel("plugin", "1.0", extras_map={"fast": ['accel; python_full_version >= "3.11.4"']})
+    f.wheel("accel", "1.0")
 
 
 _MAIN = (
@@ -164,3 +168,15 @@ def test_a_dependency_only_later_patches_need_is_reported(catalog: IndexServer, 
     assert not (tmp_path / "r.lock").exists()
     ok = lock(request(catalog, tmp_path, ["later"], ["CPython>=3.11.4,<3.12"]))
     assert ok.lock is not None and versions(ok.lock) == {"later": "1.0", "newer": "1.0"}
+
+
+def test_a_later_patch_edge_behind_an_extra_a_dependency_asks_for_is_reported(catalog: IndexServer, tmp_path: Path) -> None:
+    # The check walks each class of patches once; the classes must count the extras a walk
+    # asks for (`plugin[fast]`, from `wrapper`), or 3.11.4's `accel` edge goes unseen.
+    with pytest.raises(PythonRangeError) as e:
+        lock(request(catalog, tmp_path, ["wrapper"], ["CPython==3.11.*"]))
+    message = str(e.value)
+    for part in ("`plugin==1.0`", "accel", "CPython 3.11.4", "has no `accel`"):
+        assert part in message, (part, message)
+    ok = lock(request(catalog, tmp_path / "ok", ["wrapper"], ["CPython>=3.11.4,<3.12"]))
+    assert ok.lock is not None and versions(ok.lock) == {"wrapper": "1.0", "plugin": "1.0", "accel": "1.0"}

@@ -35,7 +35,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Union
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -46,6 +46,9 @@ from fastpex.core.net.index import ProjectFile
 from fastpex.core.util.filenames import dist_name_version
 from fastpex.core.util.urls import redact
 from fastpex.core.util.zipmeta import ZipEntry, ZipFormatError
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -420,23 +423,15 @@ def metadata_from_artifact(path: Path, file: ProjectFile, limit: int = DEFAULT_M
     raise InvalidDistributionError(file.url, "it is neither a wheel nor an sdist")
 
 
-def unconditional_dependencies(metadata: bytes) -> List[str]:
-    """Normalized names of the Requires-Dist entries that don't depend on an extra."""
+def speculated_dependencies(metadata: bytes) -> List[Requirement]:
+    """The Requires-Dist entries that don't depend on an extra, parsed (shared: read only).
+    Extras are pip's to choose; markers and specifiers are left to the caller to evaluate."""
     try:
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
     except Exception:  # noqa: BLE001 - speculation must never fail a request
         return []
-    names = (_unconditional_name(str(raw)) for raw in headers.get_all("Requires-Dist") or [])
-    return [name for name in names if name is not None]
-
-
-def _unconditional_name(raw: str) -> Optional[str]:
-    """The normalized name a Requires-Dist line requires, unless it depends on an extra (or
-    does not parse)."""
-    parsed = requirement(raw)
-    if parsed is None or (parsed.marker is not None and "extra" in str(parsed.marker)):
-        return None
-    return canonicalize_name(parsed.name)
+    parsed = (requirement(str(raw)) for raw in headers.get_all("Requires-Dist") or [])
+    return [r for r in parsed if r is not None and (r.marker is None or "extra" not in str(r.marker))]
 
 
 __all__ = [
@@ -461,7 +456,7 @@ __all__ = [
     "metadata_from_artifact",
     "name_version_problem",
     "select_metadata_entry",
-    "unconditional_dependencies",
+    "speculated_dependencies",
     "verify_advertised",
     "wheel_metadata_from_file",
 ]

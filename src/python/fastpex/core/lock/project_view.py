@@ -222,12 +222,19 @@ class ProjectView:
             self._usable[key] = result
         return result
 
-    def best_wheels(self, priority: Mapping[str, int], versions: int) -> List[ProjectFile]:
-        """For each of the newest `versions` versions that has a wheel with one of the tags in
-        `priority` (tag -> rank, lower is better), that version's best-ranked wheel."""
+    def best_wheels(
+        self, priority: Mapping[str, int], versions: int, admits: Optional[Callable[[str], bool]] = None
+    ) -> List[ProjectFile]:
+        """For each of the newest `versions` versions (of those `admits`, given a version's
+        text, when given) that has a wheel with one of the tags in `priority` (tag -> rank,
+        lower is better), that version's best-ranked wheel."""
         chosen: List[ProjectFile] = []
         ranks: Dict["frozenset[str]", Optional[int]] = {}
         for wheels in self._wheels_newest_first:
+            if admits is not None:
+                version = self._version_of[wheels[0][0]]
+                if version is None or not admits(version):
+                    continue
             best: Optional[Tuple[int, int]] = None
             for i, tags in wheels:
                 rank = ranks.get(tags, -1)

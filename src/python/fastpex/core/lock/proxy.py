@@ -110,6 +110,9 @@ class ProxyConfig:
     # The Python version (`python_full_version`) each target resolves for: with
     # `filter_pages`, files whose Requires-Python excludes it are left off its pages too.
     target_pythons: Mapping[str, str] = field(default_factory=dict)
+    # The PEP 508 environment each target resolves in: speculation follows only the
+    # dependencies whose markers hold there (torch's CUDA wheels are no guess for macOS).
+    target_markers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # pip runs with `--only-binary=:all:`: pages leave sdists off, pip would skip them anyway.
     wheels_only: bool = False
     filter_pages: bool = True

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import re
 import textwrap
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -154,18 +155,63 @@ def first_pass(
     failed leader resolves freely to find out)."""
     failed: Dict[str, ResolveError] = {}
     if not runner.options.reconcile:
-        results = _resolve_each(runner, targets, base_pins, notes, failed)
+        each = _resolve_each(runner, targets, base_pins, notes, failed)
         _raise_failures(targets, failed)
-        return results
+        return each
     leader_of = _platform_leaders(targets)
     leaders = [t for t in targets if leader_of[t.name] is t]
-    results = _resolve_each(runner, leaders, base_pins, notes, failed)
-    followers = [t for t in targets if leader_of[t.name] is not t]
+    # One chain per platform: its leader, then at once its followers. A platform's followers
+    # wait for their own leader only, not for the slowest platform (Runner.run keeps the
+    # number of concurrent pip runs to `max_parallel`).
+    with ThreadPoolExecutor(max_workers=max(1, len(leaders)), thread_name_prefix="fastpex-platform") as pool:
+        chains = list(pool.map(lambda t: _lead_and_follow(runner, t, targets, leader_of, base_pins), leaders))
+    results: Dict[str, TargetReport] = {}
+    for chain in chains:  # notes in the order waves wrote them: leaders, then followers in target order
+        notes.extend(chain.lead_notes)
+        failed.update(chain.failed)
+        results.update(chain.results)
+    unpinned = [t for t in targets if leader_of[t.name] is not t and leader_of[t.name].name in failed]
+    followed = {run.target.name: run for chain in chains for run in chain.follower_runs}
+    for target in targets:
+        run = followed.get(target.name)
+        if run is None:
+            continue
+        if run.ok and run.report is not None:
+            results[target.name] = run.report
+            notes.append(f"{target.name}: resolved with the versions {leader_of[target.name].name} chose, where they fit")
+        else:
+            unpinned.append(target)
+    results.update(_resolve_each(runner, unpinned, base_pins, notes, failed))
+    _raise_failures(targets, failed)
+    return {t.name: results[t.name] for t in targets}
+
+
+class _Chain(NamedTuple):
+    """One platform's part of the first pass."""
+
+    lead_notes: List[str]
+    failed: Dict[str, ResolveError]
+    results: Dict[str, TargetReport]
+    follower_runs: List[PipRun]  # the pinned runs of the followers, in target order
+
+
+def _lead_and_follow(
+    runner: Runner,
+    lead: Target,
+    targets: Sequence[Target],
+    leader_of: Mapping[str, Target],
+    base_pins: Mapping[str, Mapping[str, str]],
+) -> _Chain:
+    """Resolve `lead` freely, then its followers with its versions as constraints wherever a
+    usable file exists (`_version_possible`)."""
+    notes: List[str] = []
+    failed: Dict[str, ResolveError] = {}
+    results = _resolve_each(runner, [lead], base_pins, notes, failed)
+    if lead.name in failed:
+        return _Chain(notes, failed, results, [])
     jobs = []
-    unpinned = [t for t in followers if leader_of[t.name].name in failed]
-    for target in followers:
-        lead = leader_of[target.name]
-        if lead.name in failed:
+    for target in targets:
+        if target is lead or leader_of[target.name] is not lead:
             continue
         pins = {
             item.name: item.version
@@ -174,15 +220,7 @@ def first_pass(
         }
         pins.update(base_pins[target.name])
         jobs.append((target, pins))
-    for run in runner.run_many(jobs):
-        if run.ok and run.report is not None:
-            results[run.target.name] = run.report
-            notes.append(f"{run.target.name}: resolved with the versions {leader_of[run.target.name].name} chose, where they fit")
-        else:
-            unpinned.append(run.target)
-    results.update(_resolve_each(runner, unpinned, base_pins, notes, failed))
-    _raise_failures(targets, failed)
-    return {t.name: results[t.name] for t in targets}
+    return _Chain(notes, failed, results, runner.run_many(jobs))
 
 
 def _platform_leaders(targets: Sequence[Target]) -> Dict[str, Target]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Any, Dict, Sequence
@@ -21,7 +22,7 @@ from fastpex.core.lock.runner import ResolveOptions, parse_report
 from fastpex.core.lock.sources import DirectSource, ProxySource
 from fastpex.core.model import Lock
 from fastpex.core.platforms import parse_target
-from fastpex.testing.index_server import IndexServer
+from fastpex.testing.index_server import Fault, IndexConfig, IndexServer
 from fastpex.testing.wheels import WheelFactory, build_sdist_with_inline_backend
 
 LINUX = "linux_x86_64-cp311"
@@ -160,6 +161,26 @@ def test_versions_aligned_when_possible(catalog, pip, tmp_path):
     # The cp312 target resolved once, with cp311's choices as constraints: no re-resolve.
     assert result.pip_runs == 2
     assert any(f"{LINUX312}: resolved with the versions {LINUX} chose" in n for n in result.notes)
+
+
+def test_a_platforms_followers_wait_for_their_own_leader_only(pip, tmp_path, caplog):
+    """macOS cp312 follows macOS cp311 and is done while Linux's leader still waits for a slow
+    page only Linux needs: the platforms' chains run side by side, not in waves."""
+    f = WheelFactory(tmp_path / "dists")
+    f.wheel("app", "1.0", requires_dist=['slowdep; sys_platform == "linux"'])
+    f.wheel("slowdep", "1.0")
+    slow = Fault("slow", pattern="/simple/slowdep/", delay=4.0)
+    mac312 = "macosx_arm64-cp312"
+    caplog.set_level(logging.DEBUG, logger="fastpex.core.lock.resolve")
+    with IndexServer(f.dist_dir, config=IndexConfig(faults=(slow,))) as server:
+        result = run_resolve(server, ["app"], [LINUX, MAC, mac312], pip, tmp_path)
+    assert packages(result.lock, LINUX) == {"app": "1.0", "slowdep": "1.0"}
+    assert packages(result.lock, mac312) == packages(result.lock, MAC) == {"app": "1.0"}
+    finished = [r.getMessage().split()[2] for r in caplog.records if r.getMessage().startswith("pip for ")]
+    assert sorted(finished) == sorted([LINUX, MAC, mac312])
+    assert finished.index(MAC) < finished.index(mac312) < finished.index(LINUX)
+    # Notes keep the order they had in waves: the follower's, whatever finished first.
+    assert any(f"{mac312}: resolved with the versions {MAC} chose" in n for n in result.notes)
 
 
 def test_divergences_across_platforms_settle_in_one_combined_rerun(catalog, pip, tmp_path):

@@ -232,6 +232,8 @@ class Runner:
         self.cache = ResolutionCache(source, options.cache_root)
         self._zygote: Optional[PipZygote] = None
         self._zygote_lock = threading.Lock()
+        # At most `max_parallel` pip processes at once, however many callers run targets.
+        self._slots = threading.BoundedSemaphore(max(1, options.max_parallel))
 
     def _warm_pip(self) -> Optional[PipZygote]:
         """The zygote, started on the first pip run that needs one (not for a reused run)."""
@@ -315,7 +317,7 @@ class Runner:
                 self.runs += 1
             started = time.monotonic()
             try:
-                with self.source.pinned(target, constraints):  # smaller pages, same candidates
+                with self._slots, self.source.pinned(target, constraints):  # smaller pages, same candidates
                     returncode, output = self._pip(cmd, workdir)
             except (subprocess.TimeoutExpired, TimeoutError):
                 return PipRun(target, False, None, f"pip did not finish within {self.options.timeout:.0f} s")

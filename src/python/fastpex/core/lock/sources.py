@@ -353,6 +353,7 @@ def open_source(
             proxy_target_name(t.name): t.marker_environment.get("python_full_version") or t.python_version
             for t in targets
         },
+        target_markers={proxy_target_name(t.name): dict(t.marker_environment) for t in targets},
         wheels_only=wheels_only,
         workers=metadata_jobs,
     )

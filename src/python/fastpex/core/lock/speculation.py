@@ -4,7 +4,11 @@ pip works serially: a page, then the metadata of the file it picks, then its dep
 pages. `Speculator` runs ahead of it on a thread pool: serving a page prefetches the metadata
 of the wheel pip will most likely pick (`prefetch`), every metadata file served or prefetched
 starts on its dependencies' pages (`speculate`), and `warm` starts on the top-level
-requirements. A wrong guess costs only bandwidth; failures are left for pip's own request.
+requirements. A guess follows what pip will do: a dependency whose marker fails in the
+target's environment is not followed, and the version guessed is the newest one the
+requirements seen so far admit (torch pins its CUDA wheels `==`; guessing each one's newest
+release instead left pip to wait ~150 ms per CUDA wheel, one after another, in a cold lock).
+A wrong guess costs only bandwidth; failures are left for pip's own request.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import functools
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 
 from fastpex.core.lock.fetcher import MetadataFetcher
-from fastpex.core.lock.metadata import MetadataResult, unconditional_dependencies
+from fastpex.core.lock.metadata import MetadataResult, speculated_dependencies
 from fastpex.core.lock.project_view import ProjectView
 from fastpex.core.net.index import normalize_project_name
 
@@ -49,7 +54,9 @@ class Speculator:
         self._speculated: Set[Tuple[str, str]] = set()
         self._prefetched: Set[Tuple[str, str]] = set()
         self._priorities: Dict[str, Dict[str, int]] = {}
-        self._dependencies: Dict[bytes, List[str]] = {}  # metadata -> its unconditional deps
+        self._dependencies: Dict[bytes, List[Requirement]] = {}  # metadata -> its deps without extras
+        self._wanted: Dict[Tuple[str, str], SpecifierSet] = {}  # (target, project) -> what was asked of it
+        self._marker_holds: Dict[Tuple[str, str], bool] = {}  # (target, marker text) -> holds there
 
     def served(self, target: str, name: str) -> None:
         """`name`'s page was served for `target`: pip has it, nothing left to speculate on."""
@@ -65,8 +72,8 @@ class Speculator:
 
     def prefetch(self, target: str, view: ProjectView) -> None:
         """Warm the metadata pip will most likely ask for next: the best wheel for the target
-        among the newest versions, once per (target, project). Needs the target's tags; a miss
-        costs only bandwidth."""
+        among the newest versions that the requirements seen for the project admit, once per
+        (target, project). Needs the target's tags; a miss costs only bandwidth."""
         tags = self.config.target_tags.get(target)
         if not tags or self.config.prefetch_versions <= 0:
             return
@@ -77,7 +84,8 @@ class Speculator:
             priority = self._priorities.get(target)
             if priority is None:
                 priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
-        chosen = view.best_wheels(priority, self.config.prefetch_versions)
+            wanted = self._wanted.get((target, view.name))
+        chosen = view.best_wheels(priority, self.config.prefetch_versions, wanted.contains if wanted else None)
         for future in self.fetcher.prefetch(chosen) if chosen else ():
             future.add_done_callback(functools.partial(self._after_prefetch, target))
 
@@ -88,28 +96,55 @@ class Speculator:
     def speculate(self, target: str, metadata: bytes) -> None:
         """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`.
 
-        Only requirements without an `extra` marker are followed (others are evaluated by pip
-        against the target's environment, which the proxy doesn't know: an unneeded page costs
-        one request). Failures are not recorded here: pip's own request will meet them.
+        Only requirements without an `extra` marker are followed (pip decides which extras it
+        wants), and only where their marker holds in the target's environment, when known.
+        Failures are not recorded here: pip's own request will meet them.
         """
         with self._lock:
-            names = self._dependencies.get(metadata)
-        if names is None:
-            names = unconditional_dependencies(metadata)
+            requirements = self._dependencies.get(metadata)
+        if requirements is None:
+            requirements = speculated_dependencies(metadata)
             with self._lock:
-                self._dependencies[metadata] = names
-        self._speculate_names(target, names)
+                self._dependencies[metadata] = requirements
+        self._speculate_requirements(target, requirements)
 
     def warm(self, target: str, requirements: Iterable[str]) -> None:
         """Start on the pages (and likely metadata) of top-level requirements (PEP 508
         strings) for `target` before pip asks for them; call it right before starting pip."""
-        names = []
+        parsed = []
         for text in requirements:
             try:
-                names.append(normalize_project_name(Requirement(text).name))
+                parsed.append(Requirement(text))
             except InvalidRequirement:
                 continue
+        self._speculate_requirements(target, parsed)
+
+    def _speculate_requirements(self, target: str, requirements: Iterable[Requirement]) -> None:
+        environment = self.config.target_markers.get(target)
+        names = []
+        with self._lock:
+            for req in requirements:
+                if req.marker is not None and environment is not None and not self._holds(target, req, environment):
+                    continue
+                name = normalize_project_name(req.name)
+                names.append(name)
+                if req.specifier:
+                    known = self._wanted.get((target, name))
+                    self._wanted[(target, name)] = req.specifier if known is None else known & req.specifier
         self._speculate_names(target, names)
+
+    def _holds(self, target: str, req: Requirement, environment: "Mapping[str, str]") -> bool:
+        """Does `req`'s marker hold for `target` (no extra asked)? Memoized; call under the lock."""
+        assert req.marker is not None
+        key = (target, str(req.marker))
+        known = self._marker_holds.get(key)
+        if known is None:
+            try:
+                known = req.marker.evaluate({**environment, "extra": ""})
+            except Exception:  # noqa: BLE001 - a marker packaging can't evaluate: follow it, as before
+                known = True
+            self._marker_holds[key] = known
+        return known
 
     def _speculate_names(self, target: str, names: Iterable[str]) -> None:
         if not self.config.speculate:

@@ -33,6 +33,7 @@ from fastpex.core.lock.pip import ensure_pip
 from fastpex.core.lock.reconcile import divergences, first_pass, reconcile
 from fastpex.core.lock.runner import ResolveOptions, Runner, TargetReport
 from fastpex.core.lock.sources import PackageSource
+from fastpex.core.lock.zygote import PipZygote
 from fastpex.core.model import Lock, Target
 
 __all__ = ["ResolveResult", "resolve", "validate_requirements"]
@@ -117,8 +118,11 @@ def resolve(
     upgrade: Iterable[str] = (),
     upload_cutoff: Optional[str] = None,
     reporter: Optional[Callable[[str], None]] = None,
+    warm_pip: Optional[PipZygote] = None,
 ) -> ResolveResult:
-    """Resolve `requirements` for every target and merge the results into one `Lock`."""
+    """Resolve `requirements` for every target and merge the results into one `Lock`.
+    `warm_pip`: a zygote for `options.pip` started by the caller (closed here, as the one the
+    runner would start)."""
     started = time.monotonic()
     parsed = validate_requirements(requirements)
     if not parsed:
@@ -131,7 +135,7 @@ def resolve(
     say = reporter or (lambda message: logger.info("%s", message))
     pip = options.pip or ensure_pip(options.cache_root)
     req_strings = [str(r) for r in parsed]
-    runner = Runner(source, options, pip, req_strings)
+    runner = Runner(source, options, pip, req_strings, warm_pip=warm_pip)
     notes: List[str] = []
 
     upgraded = {canonicalize_name(u) for u in upgrade}

@@ -221,7 +221,10 @@ class Runner:
         options: ResolveOptions,
         pip: PipTool,
         requirements: Sequence[str],
+        warm_pip: Optional[PipZygote] = None,
     ) -> None:
+        """`warm_pip`: a zygote the caller started early (its imports overlap the caller's
+        work); the runner closes it with its own."""
         self.source = source
         self.options = options
         self.pip = pip
@@ -230,7 +233,7 @@ class Runner:
         self.reused = 0
         self._count_lock = threading.Lock()
         self.cache = ResolutionCache(source, options.cache_root)
-        self._zygote: Optional[PipZygote] = None
+        self._zygote: Optional[PipZygote] = warm_pip
         self._zygote_lock = threading.Lock()
         # At most `max_parallel` pip processes at once, however many callers run targets.
         self._slots = threading.BoundedSemaphore(max(1, options.max_parallel))

@@ -8,8 +8,9 @@ by `util.deps.walk` (the same walk selection uses, so the two cannot disagree).
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -99,10 +100,12 @@ def merge(
             chosen_by.setdefault((item.name, item.version), []).append(report.target)
 
     distributions = []
+    # Each file's URL is stripped once, not once per target that lists it and again for its artifact.
+    stripped = functools.lru_cache(maxsize=None)(strip_credentials)
     for key in sorted(chosen):
         name, version = key
         items = chosen[key]
-        artifacts = _artifacts_for(name, version, items, chosen_by[key], source)
+        artifacts = _artifacts_for(name, version, items, chosen_by[key], source, stripped)
         requires_dist: List[str] = []
         for item in items:
             for raw in item.requires_dist:
@@ -139,6 +142,7 @@ def _artifacts_for(
     items: Sequence[ReportItem],
     targets: Sequence[Target],
     source: PackageSource,
+    strip: Callable[[str], str] = strip_credentials,
 ) -> Tuple[Artifact, ...]:
     """Every file of (name, version) the targets' indexes list, plus what pip picked."""
     picked = {}
@@ -151,7 +155,7 @@ def _artifacts_for(
     if not direct:
         for target in targets:
             for f in source.files_of_version(name, version, target):
-                url = strip_credentials(f.url)
+                url = strip(f.url)
                 if f.yanked and url not in picked:
                     continue
                 files.setdefault(url, f)
@@ -173,7 +177,7 @@ def _artifacts_for(
             raise ResolveError(f"no sha256 for `{f.filename}` of `{name}=={version}`; the lock needs one")
         artifacts.append(
             Artifact(
-                url=strip_credentials(f.url),
+                url=strip(f.url),
                 filename=f.filename,
                 sha256=sha,
                 size=f.size,

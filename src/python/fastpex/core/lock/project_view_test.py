@@ -77,3 +77,26 @@ def test_equal_versions_keep_their_own_text() -> None:
     first = ProjectView("a", [ProjectFile("a-3.20.0-py3-none-any.whl", "https://x/a-3.20.0-py3-none-any.whl")])
     second = ProjectView("b", [ProjectFile("b-3.20-py3-none-any.whl", "https://x/b-3.20-py3-none-any.whl")])
     assert len(first.tokens_of_version("3.20.0")) == 1 and len(second.tokens_of_version("3.20")) == 1
+
+
+def test_files_of_one_version_are_those_of_the_whole_index() -> None:
+    # `indexes_of_version` makes one version's entry alone; it must be `_versions_index`'s:
+    # unique by URL (a later file with the same URL wins, even of another version), URL order.
+    def f(name: str, url: str) -> ProjectFile:
+        return ProjectFile(filename=name, url=f"https://files.example/{url}", hashes={"sha256": H})
+
+    files = [
+        f("demo-2.0-py3-none-any.whl", "z/demo-2.0-py3-none-any.whl"),
+        f("demo-2.0.tar.gz", "a/demo-2.0.tar.gz"),
+        f("demo-1.0.tar.gz", "m/shared"),
+        f("demo-2.0-cp311-cp311-win_amd64.whl", "m/shared"),  # the same URL: this one wins
+        f("demo-1.0-py3-none-any.whl", "b/demo-1.0-py3-none-any.whl"),
+        f("demo-2.0-py3-none-any.whl", "z/demo-2.0-py3-none-any.whl"),  # a duplicate: the later index
+        f("demo-bad-wheel.whl", "c/bad"),
+    ]
+    whole = ProjectView("demo", files)._versions_index()
+    assert whole["2.0"] == [1, 3, 5] and whole["1.0"] == [4]
+    for version in ("2.0", "1.0", None, "9.9"):
+        view = ProjectView("demo", files)
+        assert list(view.indexes_of_version(version)) == whole.get(version, []), version
+        assert list(view.indexes_of_version(version)) == whole.get(version, [])  # memoized alike

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
@@ -35,4 +36,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(2)
     entry: Callable[[List[str]], Optional[int]] = importlib.import_module(module_name).main
     code = entry(rest)
+    if argv is None:
+        # The process ends here (`python -m fastpex`, the Pants tool's entry point): what is
+        # still alive dies with it. A lock leaves ~300k objects of its pages in reference
+        # cycles, and the interpreter's final collection freed them in ~0.15 s of wall time
+        # after the lock was written; frozen, they are left to the exit. Files are closed by
+        # then (cache writes are atomic, logging flushes at exit), so nothing is lost.
+        gc.freeze()
     sys.exit(code or 0)

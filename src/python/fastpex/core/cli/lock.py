@@ -22,20 +22,18 @@ import argparse
 import logging
 import re
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from fastpex.core.cli.run import ArgumentParser, path_argument, path_or_url_argument, run
 from fastpex.core.errors import UsageError
-from fastpex.core.lock.api import LockOptions, LockRequest, lock
-from fastpex.core.lockfile.header import PantsHeader
-from fastpex.core.platforms import (
-    expand_targets,
-    python_versions_for_constraints,
-)
 
+# The lock API, the platforms and the header load in `_run`, after the early page check has
+# started (`_start_page_check`): that check is most of an unchanged lock's time.
 if TYPE_CHECKING:
+    from fastpex.core.lock.api import LockRequest
     from fastpex.core.lock.proxy import Route
 
 __all__ = ["main", "parse_route", "parse_upload_cutoff", "read_requirements_file"]
@@ -164,11 +162,48 @@ def parse_route(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], Optional[T
     return split(projects), split(indexes), (split(platforms) if at else None)
 
 
-def _request(args: argparse.Namespace) -> LockRequest:
-    """argv -> the request: every flag read, checked and parsed here, nothing run."""
+def _requirements(args: argparse.Namespace) -> List[str]:
     requirements = list(args.requirement)
     for path in args.requirements_file:
         requirements.extend(read_requirements_file(path))
+    return requirements
+
+
+def _start_page_check(args: argparse.Namespace) -> None:
+    """Start fetching the pages the last lock of this output read (`lock.page_check`), while
+    the modules the lock's key needs still load; `lock()` takes the check over or drops it.
+    Only a head start: anything unusual here leaves the check to `lock()`."""
+    if args.no_reuse or args.no_proxy or not args.index:
+        return
+    # The TLS context (loading the trust store, ~26 ms) is made while the modules load.
+    threading.Thread(target=_warm_tls, name="fastpex-tls", daemon=True).start()
+    try:
+        from fastpex.core.lock import page_check
+        from fastpex.core.util.urls import expand_env
+
+        indexes = {name: expand_env(url) for name, url in _parse_indexes(args.index)}
+        hint = page_check.hint_key(args.output, args.resolve, _requirements(args))
+        page_check.prefetch(Path(args.cache_dir) if args.cache_dir else None, hint, indexes, jobs=args.metadata_jobs)
+    except Exception as e:  # noqa: BLE001 - the request below reports what is wrong
+        logging.getLogger("fastpex.lock").debug("no early page check: %s", e)
+
+
+def _warm_tls() -> None:
+    try:
+        from fastpex.core.net.pool import tls_context
+
+        tls_context()
+    except Exception:  # noqa: BLE001 - the first connection makes it again and reports
+        pass
+
+
+def _request(args: argparse.Namespace) -> LockRequest:
+    """argv -> the request: every flag read, checked and parsed here, nothing run."""
+    from fastpex.core.lock.api import LockOptions, LockRequest
+    from fastpex.core.lockfile.header import PantsHeader
+    from fastpex.core.platforms import expand_targets, python_versions_for_constraints
+
+    requirements = _requirements(args)
     if not requirements:
         raise UsageError("no requirements given; pass --requirement REQ or --requirements-file FILE")
     if not args.target:
@@ -239,7 +274,14 @@ def _run(argv: Sequence[str]) -> int:
         format="fastpex: %(message)s",
         stream=sys.stderr,
     )
-    lock(_request(args))
+    _start_page_check(args)
+    from fastpex.core.lock.api import lock
+
+    try:
+        lock(_request(args))
+    finally:
+        if "fastpex.core.lock.page_check" in sys.modules:
+            sys.modules["fastpex.core.lock.page_check"].drop_unclaimed()
     return 0
 
 

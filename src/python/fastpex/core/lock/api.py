@@ -10,6 +10,7 @@ it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 # Only what deciding "unchanged" needs is imported here; the resolve path (pip runs, the proxy,
 # merge, rendering) imports its modules when it runs, so a replayed lock never loads them.
 from fastpex.core.lock.pip import PipTool, ensure_pip
+from fastpex.core.lock.page_check import hint_key
 from fastpex.core.lock.replay import LockReplay
 from fastpex.core.lockfile.header import PantsHeader
 from fastpex.core.util.cache import write_text_atomically
@@ -120,20 +122,30 @@ def lock(request: LockRequest) -> LockResult:
 def _lock_afresh(request: LockRequest, pip_tool: Callable[[], PipTool], replay: Optional[LockReplay]) -> LockResult:
     """Resolve, merge, render and write: everything `lock` does when no stored lock is valid."""
     from fastpex.core.lock import zygote
+    from fastpex.core.util.scratch import memory_scratch
 
     pip = pip_tool()
-    # The warm pip starts first: its imports (~0.35 s) overlap the resolve machinery's imports,
-    # the proxy's start and the first pages, instead of following them.
-    warm_pip = zygote.PipZygote(pip) if zygote.fork_available() else None
-    try:
-        return _resolve_and_write(request, pip, replay, warm_pip)
-    finally:
-        if warm_pip is not None:
-            warm_pip.close()  # `resolve` closes it; this covers a failure before it runs
+    # pip's temporary files (a directory and a file per metadata file it reads) in memory, for a
+    # wheels-only lock: on ext4 their churn cost more system time than fastpex's page work.
+    # A lock that may build sdists keeps the default: builds can write large trees.
+    scratch = memory_scratch("fastpex-pip-") if request.options.only_binary else contextlib.nullcontext(None)
+    with scratch as pip_scratch:
+        # The warm pip starts first: its imports (~0.35 s) overlap the resolve machinery's
+        # imports, the proxy's start and the first pages, instead of following them.
+        warm_pip = zygote.PipZygote(pip, scratch=pip_scratch) if zygote.fork_available() else None
+        try:
+            return _resolve_and_write(request, pip, replay, warm_pip, pip_scratch)
+        finally:
+            if warm_pip is not None:
+                warm_pip.close()  # `resolve` closes it; this covers a failure before it runs
 
 
 def _resolve_and_write(
-    request: LockRequest, pip: PipTool, replay: Optional[LockReplay], warm_pip: "Optional[PipZygote]"
+    request: LockRequest,
+    pip: PipTool,
+    replay: Optional[LockReplay],
+    warm_pip: "Optional[PipZygote]",
+    pip_scratch: Optional[Path],
 ) -> LockResult:
     from fastpex.core.lock.build_requirements import record_build_systems
     from fastpex.core.lock.python_range import check_lock, lock_targets
@@ -155,6 +167,7 @@ def _resolve_and_write(
         reconcile=options.reconcile,
         pip=pip,
         cache_root=request.cache_root,
+        pip_scratch=pip_scratch,
     )
     cutoff = request.upload_cutoff
     with open_source(
@@ -303,7 +316,8 @@ def _replay(request: LockRequest) -> Tuple[Optional[LockReplay], Dict[str, str]]
         "pylock": request.pylock_output is not None,
         "header": asdict(request.header) if request.header is not None else None,
     }
-    return LockReplay(material, request.cache_root), expanded
+    hint = hint_key(request.output, request.resolve_name, request.requirements)  # what the CLI may have prefetched by
+    return LockReplay(material, request.cache_root, hint=hint), expanded
 
 
 def _write_outputs(request: LockRequest, lock_text: str, pylock_text: Optional[str]) -> None:

@@ -86,28 +86,41 @@ def test_a_stored_lock_is_not_reused_when_the_admitted_patch_changes(catalog: In
 
 def test_an_unchanged_lock_loads_none_of_the_resolve_machinery(catalog: IndexServer, tmp_path: Path) -> None:
     """The replay path decides "unchanged" without importing pip's runner, the proxy, the merge
-    or the lock codec: that is most of its start-up time."""
+    or the lock codec: that is most of its start-up time. From an index without validators
+    (this machine's PyPI mirror), once the page hint knows it, it does not load the page cache
+    or the HTML parser either: the early page check only hashes bodies."""
     argv = [
         "--resolve", "r", "--requirement", "app", "--target", "linux_x86_64-cp311", "--target", "macosx_arm64-cp311",
         "--index", catalog.simple_url, "--output", str(tmp_path / "r.lock"), "--cache-dir", str(tmp_path / "cache"),
     ]
-    assert cli_main(argv) == 0
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from fastpex.core.cli.lock import main
-        code = main({argv!r})
-        print(" ".join(sorted(m for m in sys.modules if m.startswith(("fastpex.", "packaging.")))))
-        sys.exit(code)
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[3])
-    assert proc.returncode == 0, proc.stderr
-    assert "without resolving" in proc.stderr
-    loaded = set(proc.stdout.split())
+    config = catalog.config
+    catalog.update(page_validators=())
+    try:
+        assert cli_main(argv) == 0
+        script = textwrap.dedent(
+            f"""
+            import sys
+            from fastpex.core.cli.lock import main
+            code = main({argv!r})
+            print(" ".join(sorted(m for m in sys.modules if m.startswith(("fastpex.", "packaging.", "html.")))))
+            sys.exit(code)
+            """
+        )
+        runs = [
+            subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[3])
+            for _ in range(2)  # the first learns that the index sends no validators
+        ]
+    finally:
+        catalog.config = config
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+        assert "without resolving" in proc.stderr
+    loaded = set(runs[-1].stdout.split())
     heavy = {
         "fastpex.core.lock.proxy", "fastpex.core.lock.resolve", "fastpex.core.lock.runner", "fastpex.core.lock.merge",
         "fastpex.core.lock.metadata", "fastpex.core.lock.sources", "fastpex.core.lockfile.codec",
         "fastpex.core.lockfile.pylock", "packaging.requirements",
+        "fastpex.core.net.page_cache", "fastpex.core.net.json_page", "html.parser",
     }
     assert loaded and not (heavy & loaded), sorted(heavy & loaded)
+    assert "fastpex.core.lock.page_check" in loaded

@@ -216,8 +216,9 @@ def _ensurepip_wheel(python: str) -> str:
     return proc.stdout.strip()
 
 
-def clean_env(pythonpath: Sequence[str]) -> Dict[str, str]:
-    """The environment of every pip run: no PIP_* settings, no config file, loopback unproxied."""
+def clean_env(pythonpath: Sequence[str], scratch: Optional[Path] = None) -> Dict[str, str]:
+    """The environment of every pip run: no PIP_* settings, no config file, loopback unproxied;
+    pip's temporary files in `scratch` when given (`util/scratch.memory_scratch`)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -228,6 +229,8 @@ def clean_env(pythonpath: Sequence[str]) -> Dict[str, str]:
     env["NO_PROXY"] = env["no_proxy"] = pip_no_proxy(env)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    if scratch is not None:
+        env["TMPDIR"] = str(scratch)
     return env
 
 

@@ -25,14 +25,13 @@ import hashlib
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from fastpex.core.net.http import HttpClient, HttpConfig
-from fastpex.core.net.index import IndexClient
-from fastpex.core.net.page_cache import PageCache
+from fastpex.core.lock import page_check
+from fastpex.core.lock.page_check import Page, PageCheck
+from fastpex.core.net.http import HttpConfig
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
 
 __all__ = ["LockReplay", "PageBoundEntries", "StoredLock", "code_digest"]
@@ -92,9 +91,12 @@ class StoredLock:
 class LockReplay:
     """One resolve's inputs (as JSON-able `material`) -> its stored lock, if still valid."""
 
-    def __init__(self, material: Mapping[str, object], cache_root: Optional[Path]) -> None:
+    def __init__(self, material: Mapping[str, object], cache_root: Optional[Path], *, hint: Optional[str] = None) -> None:
+        """`hint`: `page_check.hint_key` of the request, under which the CLI may have started
+        this lock's page check early (`page_check.prefetch`); the pages are pointed at it."""
         self.entries = PageBoundEntries(CacheKind.LOCKS, cache_root)
         self.cache_root = cache_root
+        self.hint = hint
         self.key = self.entries.key({"format": _FORMAT, "code": code_digest(), "inputs": material})
         self.path = self.entries.path(self.key)
 
@@ -109,8 +111,11 @@ class LockReplay:
         """The stored lock, if every page it read is unchanged today and it was made by the pip
         `pip_version()` names (asked after the pages, so a slow probe overlaps their fetches);
         None otherwise (also on any error: the full resolve will meet and report it properly)."""
+        early = page_check.claim(self.cache_root, self.hint) if self.hint is not None else None
         entry = self.entries.load(self.key)
         if entry is None:
+            if early is not None:
+                early.cancel()
             return None
         try:
             pages: Dict[str, Dict[str, str]] = entry["pages"]
@@ -121,21 +126,20 @@ class LockReplay:
                 pages=sum(len(p) for p in pages.values()),
             )
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if not pages or any(index not in index_urls for index in pages):
+            stored = None
+        if stored is None or not pages or any(index not in index_urls for index in pages):
+            if early is not None:
+                early.cancel()
             return None
         checks = [(index, project, digest) for index, projects in pages.items() for project, digest in projects.items()]
-        http = HttpClient(http_config or HttpConfig(max_retries=1), configured_indexes=index_urls.values())
-        client = IndexClient(http, PageCache(self.cache_root))  # a 304 is an unchanged page
+        wanted: List[Page] = [(index, project) for index, project, _ in checks]
         started = time.monotonic()
         try:
-            with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fastpex-replay") as pool:
-                now = list(pool.map(lambda c: client.page_digest(index_urls[c[0]], c[1]), checks))
+            fetched = self._todays_digests(wanted, index_urls, http_config, jobs, early)
         except Exception as e:  # noqa: BLE001 - any failure means "resolve afresh"
             logger.debug("page check for the stored lock failed (%s): resolving", e)
             return None
-        finally:
-            http.close()
+        now = [fetched[page] for page in wanted]
         if pip_version is not None:
             try:
                 pip_now = pip_version()
@@ -155,6 +159,38 @@ class LockReplay:
             return None
         return stored
 
+    def _todays_digests(
+        self,
+        wanted: List[Page],
+        index_urls: Mapping[str, str],
+        http_config: Optional[HttpConfig],
+        jobs: int,
+        early: Optional[PageCheck],
+    ) -> Dict[Page, str]:
+        """Each wanted page's digest fetched in this run: from the check the CLI started early
+        (`early`) where it asked the same index URL with the same config, the rest fetched now."""
+        if early is not None and early.http_config != http_config:
+            early.cancel()
+            early = None
+        covered = [page for page in wanted if early is not None and early.covers(page, index_urls)]
+        covered_set = set(covered)
+        rest = [page for page in wanted if page not in covered_set]
+        late = PageCheck(rest, index_urls, self.cache_root, http_config=http_config, jobs=jobs) if rest else None
+        logger.debug(
+            "page check: %d of %d pages from the early check (which asked for %d)",
+            len(covered), len(wanted), len(early.pages) if early is not None else 0,
+        )
+        if early is not None and (rest or len(covered) != len(early.pages)):
+            early.cancel(keep=covered_set)
+        today = early.digests(covered) if early is not None else {}
+        if late is not None:
+            today.update(late.digests(rest))
+        if self.hint is not None:
+            saw = any(c.saw_validators for c in (early, late) if c is not None)
+            if early is None or set(early.pages) != set(wanted) or early.validators != saw:
+                page_check.remember_pages(self.cache_root, self.hint, wanted, validators=saw)
+        return today
+
     def store(
         self,
         pages: Mapping[str, Mapping[str, str]],
@@ -170,3 +206,6 @@ class LockReplay:
             self.entries.save(self.key, {index: dict(projects) for index, projects in pages.items()}, payload)
         except OSError as e:  # a cache that can't be written only costs the next run time
             logger.warning("could not store the lock for reuse at %s: %s", self.path, e)
+            return
+        if self.hint is not None:
+            page_check.remember_pages(self.cache_root, self.hint, [(i, p) for i, projects in pages.items() for p in projects])

@@ -45,6 +45,7 @@ class ResolveOptions:
     cache_root: Optional[Path] = None
     extra_pip_args: Tuple[str, ...] = ()
     zygote: bool = True  # fork pip runs from one warm pip process (`zygote`) where fork exists
+    pip_scratch: Optional[Path] = None  # pip's TMPDIR (`util/scratch.memory_scratch`); None: the default
 
 
 
@@ -244,7 +245,7 @@ class Runner:
             return None
         with self._zygote_lock:
             if self._zygote is None:
-                self._zygote = PipZygote(self.pip)
+                self._zygote = PipZygote(self.pip, scratch=self.options.pip_scratch)
             return self._zygote
 
     def close(self) -> None:
@@ -357,7 +358,7 @@ class Runner:
                 return done.returncode, done.output
         proc = subprocess.run(
             cmd,
-            env=clean_env(self.pip.pythonpath),
+            env=clean_env(self.pip.pythonpath, self.options.pip_scratch),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one stream: pip's explanation follows its ERROR line
             text=True,

@@ -233,10 +233,11 @@ class _Slot:
 class PipZygote:
     """One warm pip (see the module). Thread-safe: runs may be requested from several threads."""
 
-    def __init__(self, pip: PipTool, *, ready_timeout: float = 120.0) -> None:
+    def __init__(self, pip: PipTool, *, ready_timeout: float = 120.0, scratch: Optional[Path] = None) -> None:
+        """`scratch`: where pip's temporary files go (see `clean_env`)."""
         self.pip = pip
         self.ready_timeout = ready_timeout
-        self.env = clean_env(pip.pythonpath)
+        self.env = clean_env(pip.pythonpath, scratch)
         self._lock = threading.Lock()
         self._slots: Dict[str, _Slot] = {}
         self._next = 0

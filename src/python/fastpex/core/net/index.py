@@ -9,6 +9,7 @@ PEP 700 (size, upload-time, versions) fields are kept because locking uses every
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -16,7 +17,6 @@ import re
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urldefrag, urljoin, urlsplit
@@ -25,14 +25,16 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from fastpex.core.errors import UserError
-from fastpex.core.model import Artifact
 from fastpex.core.net.errors import HttpError, HttpStatusError
 from fastpex.core.util.filenames import SDIST_SUFFIXES, dist_name_version
 from fastpex.core.net.http import HttpClient
 from fastpex.core.util.hashing import sha256_file
 from fastpex.core.util.urls import filename_from_url, redact, strip_credentials
 
+# `html.parser` and `model` load where they are used: the replay's page check (which only
+# hashes JSON bodies) imports this module before its first request.
 if TYPE_CHECKING:
+    from fastpex.core.model import Artifact
     from fastpex.core.net.page_cache import PageCache
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ class ProjectFile:
 
     def to_artifact(self) -> Artifact:
         """The lock's view of this file; requires a known sha256 (see `proxy.ensure_sha256`)."""
+        from fastpex.core.model import Artifact
+
         if not self.sha256:
             raise ValueError(f"`{self.filename}` has no sha256 yet; compute it before locking")
         return Artifact(
@@ -318,26 +322,33 @@ def parse_json_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     return parse(body, page_url, project)
 
 
-class _AnchorParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base: Optional[str] = None
-        self.anchors: List[Dict[str, Optional[str]]] = []
-        self.api_version: Optional[str] = None
+@functools.lru_cache(maxsize=None)
+def _anchor_parser_class() -> type:
+    """`_AnchorParser`, defined on first use (it needs `html.parser`)."""
+    from html.parser import HTMLParser
 
-    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
-        attributes = {k.lower(): v for k, v in attrs}
-        if tag == "base" and self.base is None and attributes.get("href"):
-            self.base = attributes["href"]
-        elif tag == "a" and attributes.get("href"):
-            self.anchors.append(attributes)
-        elif tag == "meta" and attributes.get("name") == "pypi:repository-version":
-            self.api_version = attributes.get("content")
+    class _AnchorParser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.base: Optional[str] = None
+            self.anchors: List[Dict[str, Optional[str]]] = []
+            self.api_version: Optional[str] = None
+
+        def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+            attributes = {k.lower(): v for k, v in attrs}
+            if tag == "base" and self.base is None and attributes.get("href"):
+                self.base = attributes["href"]
+            elif tag == "a" and attributes.get("href"):
+                self.anchors.append(attributes)
+            elif tag == "meta" and attributes.get("name") == "pypi:repository-version":
+                self.api_version = attributes.get("content")
+
+    return _AnchorParser
 
 
 def parse_html_page(body: bytes, page_url: str, project: str) -> ProjectPage:
     """Parse a PEP 503 HTML project page (with PEP 592/658/714 `data-*` attributes)."""
-    parser = _AnchorParser()
+    parser = _anchor_parser_class()()
     try:
         parser.feed(body.decode("utf-8", errors="replace"))
         parser.close()

@@ -48,8 +48,12 @@ def file_in_views(
     else:
         name = filename[: -len(".metadata")] if filename and filename.endswith(".metadata") else filename
         parsed = parse_dist_filename(name) if name else None
-        own = [future for key, future in views.items() if parsed is not None and key[1] == parsed.name]
-        ordered = _built(own + [future for key, future in views.items() if parsed is None or key[1] != parsed.name])
+        # Generators, not lists: the own project's view almost always has it, so the other
+        # views are never listed (a list of each, per metadata request and per merged file,
+        # was a pass over every view twice). Callers hold the proxy's lock: `views` is still.
+        own = (future for key, future in views.items() if parsed is not None and key[1] == parsed.name)
+        rest = (future for key, future in views.items() if parsed is None or key[1] != parsed.name)
+        ordered = _built(itertools.chain(own, rest))
     for view in ordered:
         found = view.file_of_token(token, filename)
         if found is not None:

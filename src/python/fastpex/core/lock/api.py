@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from fastpex.core.lock.zygote import PipZygote
     from fastpex.core.model import Lock, Target
 
-__all__ = ["LockOptions", "LockRequest", "LockResult", "lock", "without_header"]
+__all__ = ["LockOptions", "LockRequest", "LockResult", "default_pip_jobs", "lock", "without_header"]
 
 logger = logging.getLogger("fastpex.lock")
 
@@ -49,7 +49,7 @@ class LockOptions:
     prereleases: bool = False
     reconcile: bool = True  # re-resolve targets that disagree so they share versions
     pip: Optional[str] = None  # an explicit pip (dir with pip/, pip wheel, or a Python); default: pinned
-    pip_jobs: int = 4  # pip processes in parallel
+    pip_jobs: int = 0  # pip processes in parallel; 0: `default_pip_jobs()`
     metadata_jobs: int = 16  # parallel metadata and page requests of the proxy
     use_proxy: bool = True  # False: pip talks to the indexes directly (no routes, no reuse)
     reuse: bool = True  # write the stored lock again when inputs and pages are unchanged
@@ -86,6 +86,18 @@ class LockResult:
     notes: Tuple[str, ...] = ()
     pip_runs: int = 0
     seconds: float = 0.0
+
+
+def default_pip_jobs() -> int:
+    """pip runs in parallel by default: one per usable CPU core, 2 to 4. A pip run is CPU-bound
+    with warm caches; more runs than cores only contend (2 cores, one requirement added: the
+    same wall time with 2 as with 4, and pip's slowest waits on the proxy 13-23 ms instead of
+    18-67 ms, as the runs no longer wait for a core mid-request)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 2
+    return max(2, min(4, cores))
 
 
 def without_header(text: str) -> str:
@@ -163,7 +175,7 @@ def _resolve_and_write(
     resolve_options = ResolveOptions(
         only_binary=options.only_binary,
         prereleases=options.prereleases,
-        max_parallel=options.pip_jobs,
+        max_parallel=options.pip_jobs or default_pip_jobs(),
         reconcile=options.reconcile,
         pip=pip,
         cache_root=request.cache_root,

@@ -7,6 +7,8 @@ import os
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpex.core.lockfile import codec as lockfile_mod
 from fastpex.core.lockfile import (
@@ -270,3 +272,12 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text())
+def test_pylock_strings_are_json_strings(value: str) -> None:
+    # pylock's TOML strings are JSON's (`encode_basestring`, not a new encoder per string).
+    from fastpex.core.lockfile.pylock import _toml_str
+
+    assert _toml_str(value) == json.dumps(value, ensure_ascii=False)

@@ -17,8 +17,15 @@ from fastpex.core.platforms import target_marker
 from fastpex.core.util.cache import write_text_atomically
 
 def _toml_str(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
+    # JSON string escapes are valid TOML basic-string escapes. For a str, `json.dumps(value,
+    # ensure_ascii=False)` is `encode_basestring(value)`, without a new encoder per call (a
+    # quarter of a 200-distribution pylock's time went to making them).
+    if type(value) is str:
+        return _encode_basestring(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+_encode_basestring = json.encoder.encode_basestring
 
 
 def _toml_datetime(value: str) -> Optional[str]:

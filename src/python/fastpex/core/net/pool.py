@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from fastpex.core.net.proxy import Proxy
@@ -28,6 +28,7 @@ __all__ = [
     "Route",
     "TunnelRefused",
     "origin_of",
+    "lazy_tls_context",
     "tls_context",
 ]
 
@@ -113,6 +114,26 @@ def tls_context(ca_bundle: Optional[str] = None) -> ssl.SSLContext:
         return context
 
 
+def lazy_tls_context() -> Optional[ssl.SSLContext]:
+    """The system store's hashed CA directory alone (`SSL_CERT_DIR` or OpenSSL's default), as
+    a verifying context like `tls_context()`'s: OpenSSL reads a CA from it when a chain needs
+    one, so making it costs ~1.5 ms instead of parsing the whole bundle file (~26 ms). It trusts
+    a subset of what `tls_context()` trusts (the system store is that file and this directory),
+    so a pool retries a certificate it fails with `tls_context()`: what is trusted is unchanged.
+    None when `SSL_CERT_FILE` names the store (that file is the point) or there is no directory."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return None
+    directory = ssl.get_default_verify_paths().capath  # None unless an existing directory
+    if not directory:
+        return None
+    key = ("directory only", directory)
+    with _tls_lock:
+        context = _tls_contexts.get(key)
+        if context is None:
+            context = _tls_contexts[key] = ssl.create_default_context(capath=directory)
+        return context
+
+
 # Connections are pooled per route: the same origin through another proxy (or directly) is
 # another connection, as is the same proxy with other credentials.
 Route = Tuple[Optional[Proxy], Origin]
@@ -177,12 +198,30 @@ class _DirectConnection(http.client.HTTPConnection):
         self._create_connection = addresses.connect  # what `connect()` opens its socket with
 
 
+WholeStore = Callable[[], ssl.SSLContext]  # the context to try after `lazy_tls_context()`'s failed
+
+
 class _DirectTlsConnection(http.client.HTTPSConnection):
     """https; the host is looked up through the pool's `AddressCache`."""
 
-    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, addresses: AddressCache) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, context: ssl.SSLContext, addresses: AddressCache,
+        whole_store: Optional[WholeStore] = None,
+    ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._create_connection = addresses.connect
+        self._whole_store = whole_store
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except ssl.SSLCertVerificationError:
+            if self._whole_store is None:
+                raise
+            self.close()
+            self._context = self._whole_store()
+            self._whole_store = None
+            super().connect()
 
 
 class _ForwardProxyConnection(http.client.HTTPConnection):
@@ -204,14 +243,26 @@ class _TunnelConnection(http.client.HTTPSConnection):
     """An https origin through a CONNECT tunnel; TLS (and its checks) is end to end."""
 
     def __init__(
-        self, host: str, port: int, proxy: Proxy, timeout: float, context: ssl.SSLContext, addresses: AddressCache
+        self, host: str, port: int, proxy: Proxy, timeout: float, context: ssl.SSLContext, addresses: AddressCache,
+        whole_store: Optional[WholeStore] = None,
     ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self.proxy = proxy
         self._tls = context
         self._addresses = addresses
+        self._whole_store = whole_store
 
     def connect(self) -> None:
+        try:
+            self._connect_once()
+        except ssl.SSLCertVerificationError:
+            if self._whole_store is None:
+                raise
+            self._tls = self._whole_store()
+            self._whole_store = None
+            self._connect_once()
+
+    def _connect_once(self) -> None:
         try:
             sock = self._addresses.connect((self.proxy.host, self.proxy.port), self.timeout)
         except OSError as e:
@@ -244,12 +295,23 @@ class ConnectionPool:
         self._idle: Dict[Route, List[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._ssl: Optional[ssl.SSLContext] = None
+        self._ssl_is_lazy = False
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def _ssl_contexts(self) -> Tuple[ssl.SSLContext, Optional[WholeStore]]:
+        """The context new connections verify with, and what a connection tries after a
+        certificate failed with it (None: nothing else)."""
         with self._lock:
             if self._ssl is None:
-                self._ssl = tls_context(self._ca_bundle)
-            return self._ssl
+                lazy = lazy_tls_context() if self._ca_bundle is None else None
+                self._ssl, self._ssl_is_lazy = lazy or tls_context(self._ca_bundle), lazy is not None
+            return self._ssl, (self._whole_store if self._ssl_is_lazy else None)
+
+    def _whole_store(self) -> ssl.SSLContext:
+        """After the directory alone failed a certificate: the whole store, for this pool from now on."""
+        whole = tls_context(self._ca_bundle)
+        with self._lock:
+            self._ssl, self._ssl_is_lazy = whole, False
+        return whole
 
     def acquire(self, route: Route) -> Tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -259,14 +321,18 @@ class ConnectionPool:
         proxy, (scheme, host, port) = route
         conn: http.client.HTTPConnection
         if proxy is not None and scheme == "https":
-            conn = _TunnelConnection(host, port, proxy, self._connect_timeout, self._ssl_context(), self.addresses)
+            conn = _TunnelConnection(host, port, proxy, self._connect_timeout, *self._tls_args())
         elif proxy is not None:
             conn = _ForwardProxyConnection(proxy, self._connect_timeout, self.addresses)
         elif scheme == "https":
-            conn = _DirectTlsConnection(host, port, self._connect_timeout, self._ssl_context(), self.addresses)
+            conn = _DirectTlsConnection(host, port, self._connect_timeout, *self._tls_args())
         else:
             conn = _DirectConnection(host, port, self._connect_timeout, self.addresses)
         return conn, False
+
+    def _tls_args(self) -> Tuple[ssl.SSLContext, AddressCache, Optional[WholeStore]]:
+        context, whole_store = self._ssl_contexts()
+        return context, self.addresses, whole_store
 
     def release(self, route: Route, conn: http.client.HTTPConnection) -> None:
         with self._lock:

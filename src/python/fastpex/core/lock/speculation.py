@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optio
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion
 
 from fastpex.core.lock.fetcher import MetadataFetcher
 from fastpex.core.lock.metadata import MetadataResult, speculated_dependencies
@@ -33,6 +34,19 @@ if TYPE_CHECKING:
 __all__ = ["Speculator"]
 
 logger = logging.getLogger("fastpex.core.lock.proxy")  # the proxy's log, as proxy_http's
+
+
+def _admitted_by(wanted: SpecifierSet) -> Callable[[str], bool]:
+    """`wanted.contains`, False for a version text it can't compare (serving a page calls this:
+    a guess must never fail pip's request)."""
+
+    def admits(version: str) -> bool:
+        try:
+            return wanted.contains(version)
+        except InvalidVersion:
+            return False
+
+    return admits
 
 
 class Speculator:
@@ -85,7 +99,7 @@ class Speculator:
             if priority is None:
                 priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
             wanted = self._wanted.get((target, view.name))
-        chosen = view.best_wheels(priority, self.config.prefetch_versions, wanted.contains if wanted else None)
+        chosen = view.best_wheels(priority, self.config.prefetch_versions, _admitted_by(wanted) if wanted else None)
         for future in self.fetcher.prefetch(chosen) if chosen else ():
             future.add_done_callback(functools.partial(self._after_prefetch, target))
 

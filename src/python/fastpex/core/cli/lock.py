@@ -170,7 +170,7 @@ def _requirements(args: argparse.Namespace) -> List[str]:
 
 
 def _start_page_check(args: argparse.Namespace) -> None:
-    """Start fetching the pages the last lock of this output read (`lock.page_check`), while
+    """Start fetching the pages the last lock of this resolve read (`lock.page_check`), while
     the modules the lock's key needs still load; `lock()` takes the check over or drops it.
     Only a head start: anything unusual here leaves the check to `lock()`."""
     if args.no_reuse or args.no_proxy or not args.index:
@@ -182,7 +182,7 @@ def _start_page_check(args: argparse.Namespace) -> None:
         from fastpex.core.util.urls import expand_env
 
         indexes = {name: expand_env(url) for name, url in _parse_indexes(args.index)}
-        hint = page_check.hint_key(args.output, args.resolve, _requirements(args))
+        hint = page_check.hint_key(args.resolve, _requirements(args), list(indexes.values()))
         page_check.prefetch(Path(args.cache_dir) if args.cache_dir else None, hint, indexes, jobs=args.metadata_jobs)
     except Exception as e:  # noqa: BLE001 - the request below reports what is wrong
         logging.getLogger("fastpex.lock").debug("no early page check: %s", e)

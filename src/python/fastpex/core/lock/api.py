@@ -328,7 +328,7 @@ def _replay(request: LockRequest) -> Tuple[Optional[LockReplay], Dict[str, str]]
         "pylock": request.pylock_output is not None,
         "header": asdict(request.header) if request.header is not None else None,
     }
-    hint = hint_key(request.output, request.resolve_name, request.requirements)  # what the CLI may have prefetched by
+    hint = hint_key(request.resolve_name, request.requirements, [expanded[name] for name, _ in request.indexes])  # what the CLI may have prefetched by
     return LockReplay(material, request.cache_root, hint=hint), expanded
 
 

@@ -3,7 +3,7 @@
 Checking the pages of an unchanged lock is a network wait (each request waits ~20 ms for its
 first byte; ml-core's 81 pages are 24.7 MB) that used to start only after every module the
 replay key needs was imported. The CLI knows the pages to ask for much sooner: the lock last
-written to the same output, for the same resolve and requirements, read them, and a small
+stored for the same resolve, requirements and indexes read them, and a small
 pointer in the lock store (`hints/<hint_key>.json`: index names and projects, no URLs, so no
 credentials) lists them. So the CLI starts a `PageCheck` for those pages right after parsing
 argv (`prefetch`), and `LockReplay.lookup` takes it over (`claim`) once the real key is known.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ from fastpex.core.net.http import HttpClient, HttpConfig
 from fastpex.core.net.index import SIMPLE_ACCEPT, IndexClient, IndexUnreachableError, project_url
 from fastpex.core.net.response import Response
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
+from fastpex.core.util.urls import strip_credentials
 
 if TYPE_CHECKING:
     from fastpex.core.net.page_cache import PageCache
@@ -45,9 +45,11 @@ Page = Tuple[str, str]  # (index name, project) as the stored entry names them
 _HINTS = "hints"
 
 
-def hint_key(output: "os.PathLike[str] | str", resolve_name: str, requirements: Sequence[str]) -> str:
-    """What the CLI can compute from argv alone, before the modules the real key needs load."""
-    material = [os.path.abspath(output), resolve_name, list(requirements)]
+def hint_key(resolve_name: str, requirements: Sequence[str], index_urls: Sequence[str]) -> str:
+    """What the CLI can compute from argv alone, before the modules the real key needs load:
+    the resolve, its requirements and its (credential-free) index URLs. Not the output path:
+    Pants runs each lock in a new sandbox, and the pages depend on what is locked, not where."""
+    material = [resolve_name, list(requirements), [strip_credentials(url) for url in index_urls]]
     return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
 

@@ -80,6 +80,19 @@ def test_the_early_check_is_taken_over_and_asks_each_page_once(
     assert not page_check._started  # taken over, nothing left running
 
 
+def test_the_early_check_does_not_depend_on_where_the_lock_goes(
+    index: IndexServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pants runs each lock in a new sandbox: the same resolve, another output path.
+    assert _lock(index, tmp_path) == 0
+    n = len(json.loads(_hint_file(tmp_path).read_text())["pages"])
+    caplog.set_level(logging.DEBUG, logger="fastpex")
+    elsewhere = tmp_path / "sandbox-2" / "out.lock"
+    assert _lock(index, tmp_path, "--output", str(elsewhere)) == 0
+    assert "without resolving" in caplog.text and elsewhere.read_bytes() == (tmp_path / "out.lock").read_bytes()
+    assert _early_log(caplog) == [f"page check: {n} of {n} pages from the early check (which asked for {n})"]
+
+
 def test_a_page_changed_since_the_last_lock_is_seen_by_the_early_check(
     factory: WheelFactory, index: IndexServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -35,7 +35,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -423,15 +423,17 @@ def metadata_from_artifact(path: Path, file: ProjectFile, limit: int = DEFAULT_M
     raise InvalidDistributionError(file.url, "it is neither a wheel nor an sdist")
 
 
-def speculated_dependencies(metadata: bytes) -> List[Requirement]:
-    """The Requires-Dist entries that don't depend on an extra, parsed (shared: read only).
-    Extras are pip's to choose; markers and specifiers are left to the caller to evaluate."""
+def declared_requirements(metadata: bytes) -> Tuple[Optional[str], List[Requirement]]:
+    """(normalized Name, every parseable Requires-Dist entry) of core metadata, for
+    speculation: the caller evaluates markers (extras included) and specifiers. Parsed
+    requirements are shared: read only. (None, []) for metadata that does not parse."""
     try:
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(metadata)
     except Exception:  # noqa: BLE001 - speculation must never fail a request
-        return []
+        return None, []
+    name = headers.get("Name")
     parsed = (requirement(str(raw)) for raw in headers.get_all("Requires-Dist") or [])
-    return [r for r in parsed if r is not None and (r.marker is None or "extra" not in str(r.marker))]
+    return (canonicalize_name(str(name).strip()) if name else None), [r for r in parsed if r is not None]
 
 
 __all__ = [
@@ -456,7 +458,7 @@ __all__ = [
     "metadata_from_artifact",
     "name_version_problem",
     "select_metadata_entry",
-    "speculated_dependencies",
+    "declared_requirements",
     "verify_advertised",
     "wheel_metadata_from_file",
 ]

@@ -4,10 +4,13 @@ pip works serially: a page, then the metadata of the file it picks, then its dep
 pages. `Speculator` runs ahead of it on a thread pool: serving a page prefetches the metadata
 of the wheel pip will most likely pick (`prefetch`), every metadata file served or prefetched
 starts on its dependencies' pages (`speculate`), and `warm` starts on the top-level
-requirements. A guess follows what pip will do: a dependency whose marker fails in the
-target's environment is not followed, and the version guessed is the newest one the
-requirements seen so far admit (torch pins its CUDA wheels `==`; guessing each one's newest
-release instead left pip to wait ~150 ms per CUDA wheel, one after another, in a cold lock).
+requirements. A guess follows what pip will do: a dependency is followed where its marker
+holds in the target's environment, for no extra or for an extra some requirement asked of
+the project (`dask[complete]`: dask's `extra == "complete"` dependencies, and on through
+`uvicorn[standard]`), and the version guessed is the newest one the requirements seen so far
+admit (torch pins its CUDA wheels `==`; guessing each one's newest release left pip to wait
+~150 ms per CUDA wheel, one after another, in a cold lock; not following extras did the same
+for the scale set's ~60 extras-only dependencies).
 A wrong guess costs only bandwidth; failures are left for pip's own request.
 """
 
@@ -24,7 +27,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion
 
 from fastpex.core.lock.fetcher import MetadataFetcher
-from fastpex.core.lock.metadata import MetadataResult, speculated_dependencies
+from fastpex.core.lock.metadata import MetadataResult, declared_requirements
 from fastpex.core.lock.project_view import ProjectView
 from fastpex.core.net.index import normalize_project_name
 
@@ -68,9 +71,11 @@ class Speculator:
         self._speculated: Set[Tuple[str, str]] = set()
         self._prefetched: Set[Tuple[str, str]] = set()
         self._priorities: Dict[str, Dict[str, int]] = {}
-        self._dependencies: Dict[bytes, List[Requirement]] = {}  # metadata -> its deps without extras
+        self._declared: Dict[bytes, Tuple[Optional[str], List[Requirement]]] = {}  # metadata -> its name, deps
+        self._extras: Dict[Tuple[str, str], Set[str]] = {}  # (target, project) -> extras asked of it
+        self._metadata_of: Dict[Tuple[str, str], List[bytes]] = {}  # (target, project) -> metadata speculated on
         self._wanted: Dict[Tuple[str, str], SpecifierSet] = {}  # (target, project) -> what was asked of it
-        self._marker_holds: Dict[Tuple[str, str], bool] = {}  # (target, marker text) -> holds there
+        self._marker_holds: Dict[Tuple[str, str, str], bool] = {}  # (target, marker text, extra) -> holds
 
     def served(self, target: str, name: str) -> None:
         """`name`'s page was served for `target`: pip has it, nothing left to speculate on."""
@@ -108,19 +113,25 @@ class Speculator:
             self.speculate(target, future.result().data)
 
     def speculate(self, target: str, metadata: bytes) -> None:
-        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`.
-
-        Only requirements without an `extra` marker are followed (pip decides which extras it
-        wants), and only where their marker holds in the target's environment, when known.
-        Failures are not recorded here: pip's own request will meet them.
-        """
+        """Warm the pages (and likely metadata) of `metadata`'s dependencies for `target`: those
+        whose marker holds there for no extra or an extra asked of the project so far (one
+        asked later follows its dependencies then). Failures are not recorded here: pip's own
+        request will meet them."""
         with self._lock:
-            requirements = self._dependencies.get(metadata)
-        if requirements is None:
-            requirements = speculated_dependencies(metadata)
+            declared = self._declared.get(metadata)
+        if declared is None:
+            declared = declared_requirements(metadata)
             with self._lock:
-                self._dependencies[metadata] = requirements
-        self._speculate_requirements(target, requirements)
+                self._declared[metadata] = declared
+        name, requirements = declared
+        with self._lock:
+            extras: Set[str] = set()
+            if name is not None:
+                seen = self._metadata_of.setdefault((target, name), [])
+                if metadata not in seen:
+                    seen.append(metadata)
+                extras = set(self._extras.get((target, name), ()))
+        self._speculate_requirements(target, requirements, extras)
 
     def warm(self, target: str, requirements: Iterable[str]) -> None:
         """Start on the pages (and likely metadata) of top-level requirements (PEP 508
@@ -131,34 +142,59 @@ class Speculator:
                 parsed.append(Requirement(text))
             except InvalidRequirement:
                 continue
-        self._speculate_requirements(target, parsed)
+        self._speculate_requirements(target, parsed, set())
 
-    def _speculate_requirements(self, target: str, requirements: Iterable[Requirement]) -> None:
+    def _speculate_requirements(self, target: str, requirements: Iterable[Requirement], extras: Set[str]) -> None:
+        """Follow those of `requirements` (of a project asked for with `extras`) that pip will."""
         environment = self.config.target_markers.get(target)
         names = []
+        again: List[Tuple[List[bytes], Set[str]]] = []  # metadata already seen, for extras asked only now
         with self._lock:
             for req in requirements:
-                if req.marker is not None and environment is not None and not self._holds(target, req, environment):
+                if req.marker is not None and not self._holds(target, req, environment, extras):
                     continue
                 name = normalize_project_name(req.name)
                 names.append(name)
                 if req.specifier:
                     known = self._wanted.get((target, name))
                     self._wanted[(target, name)] = req.specifier if known is None else known & req.specifier
+                if req.extras:
+                    asked = self._extras.setdefault((target, name), set())
+                    new = {normalize_project_name(e) for e in req.extras} - asked
+                    if new:
+                        asked.update(new)
+                        seen = self._metadata_of.get((target, name))
+                        if seen:
+                            again.append((list(seen), set(asked)))
         self._speculate_names(target, names)
+        for seen, asked in again:
+            for metadata in seen:
+                declared = self._declared.get(metadata)
+                if declared is not None:
+                    self._speculate_requirements(target, declared[1], asked)
 
-    def _holds(self, target: str, req: Requirement, environment: "Mapping[str, str]") -> bool:
-        """Does `req`'s marker hold for `target` (no extra asked)? Memoized; call under the lock."""
+    def _holds(
+        self, target: str, req: Requirement, environment: "Optional[Mapping[str, str]]", extras: Set[str]
+    ) -> bool:
+        """Does `req`'s marker hold for `target`, for no extra or one of `extras`? Without the
+        target's environment only extra-free requirements are followed. Memoized; call under
+        the lock."""
         assert req.marker is not None
-        key = (target, str(req.marker))
-        known = self._marker_holds.get(key)
-        if known is None:
-            try:
-                known = req.marker.evaluate({**environment, "extra": ""})
-            except Exception:  # noqa: BLE001 - a marker packaging can't evaluate: follow it, as before
-                known = True
-            self._marker_holds[key] = known
-        return known
+        text = str(req.marker)
+        if environment is None:
+            return "extra" not in text
+        for extra in ("", *sorted(extras)) if "extra" in text else ("",):
+            key = (target, text, extra)
+            known = self._marker_holds.get(key)
+            if known is None:
+                try:
+                    known = req.marker.evaluate({**environment, "extra": extra})
+                except Exception:  # noqa: BLE001 - a marker packaging can't evaluate: follow it
+                    known = True
+                self._marker_holds[key] = known
+            if known:
+                return True
+        return False
 
     def _speculate_names(self, target: str, names: Iterable[str]) -> None:
         if not self.config.speculate:

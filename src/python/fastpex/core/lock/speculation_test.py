@@ -82,3 +82,28 @@ def test_without_a_target_environment_every_marker_is_followed(tmp_path: Path) -
             proxy.speculate(TARGET, _metadata('maconly; sys_platform == "darwin"'))
             paths = _settled(server)
     assert "/simple/maconly/" in paths
+
+
+def test_extras_asked_of_a_project_are_followed_even_when_asked_after_its_metadata(tmp_path: Path) -> None:
+    dists = tmp_path / "dists"
+    build_wheel(dists, "withextras", "1.0", tag=TAG, extras_map={"fast": ["speedy"], "slow": ["slowpoke"]})
+    build_wheel(dists, "late", "1.0", tag=TAG, extras_map={"fast": ["lateextra"]})
+    for name in ("speedy", "slowpoke", "lateextra"):
+        build_wheel(dists, name, "1.0", tag=TAG)
+    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
+    with IndexServer(dists, config=config) as server:
+        target = parse_target(TARGET)
+        proxy_config = ProxyConfig(
+            indexes=(IndexSpec("main", server.simple_url),),
+            cache_root=tmp_path / "cache",
+            target_tags={TARGET: target.supported_tags},
+            target_markers={TARGET: target.marker_environment},
+        )
+        with MetadataProxy(proxy_config) as proxy:
+            proxy.speculate(TARGET, _metadata("withextras[fast]", "late"))
+            first = {p for p in _settled(server) if p.startswith("/simple/")}
+            # `late`'s metadata was read without extras; asking for `late[fast]` now follows them.
+            proxy.speculate(TARGET, _metadata("late[fast]"))
+            then = {p for p in _settled(server) if p.startswith("/simple/")}
+    assert first == {"/simple/withextras/", "/simple/speedy/", "/simple/late/"}
+    assert then == first | {"/simple/lateextra/"}

@@ -190,6 +190,7 @@ def _resolve_and_write(
         upload_cutoff=cutoff,
         cache_root=request.cache_root,
         wheels_only=options.only_binary,
+        prereleases=options.prereleases,
         metadata_jobs=options.metadata_jobs,
         use_proxy=options.use_proxy,
         # the top-level requirements, and every project an earlier lock of this resolve had

@@ -115,6 +115,9 @@ class ProxyConfig:
     target_markers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # pip runs with `--only-binary=:all:`: pages leave sdists off, pip would skip them anyway.
     wheels_only: bool = False
+    # pip runs with `--pre`: speculation may guess pre-releases (without it, as pip, only where
+    # a requirement's specifier names one).
+    prereleases: bool = False
     filter_pages: bool = True
     prefetch_versions: int = 1
     # Follow the dependencies of every metadata file served or prefetched: fetch their pages

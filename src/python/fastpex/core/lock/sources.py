@@ -331,6 +331,7 @@ def open_source(
     metadata_jobs: int = 16,
     use_proxy: bool = True,
     warm: Sequence[str] = (),
+    prereleases: bool = False,
 ) -> Iterator[PackageSource]:
     """The package source for one lock, open for the block: the metadata proxy (started, and
     already fetching the pages and metadata of `warm`, PEP 508 requirements or project names,
@@ -355,6 +356,7 @@ def open_source(
         },
         target_markers={proxy_target_name(t.name): dict(t.marker_environment) for t in targets},
         wheels_only=wheels_only,
+        prereleases=prereleases,
         workers=metadata_jobs,
     )
     with _fewer_gc_passes(), MetadataProxy(config) as proxy:

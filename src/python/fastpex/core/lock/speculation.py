@@ -39,13 +39,15 @@ __all__ = ["Speculator"]
 logger = logging.getLogger("fastpex.core.lock.proxy")  # the proxy's log, as proxy_http's
 
 
-def _admitted_by(wanted: SpecifierSet) -> Callable[[str], bool]:
-    """`wanted.contains`, False for a version text it can't compare (serving a page calls this:
-    a guess must never fail pip's request)."""
+def _admitted_by(wanted: SpecifierSet, prereleases: bool) -> Callable[[str], bool]:
+    """Would pip take this version text for `wanted`? As pip: a pre-release only with `--pre`
+    or where the specifier names one (`SpecifierSet.contains`). False for a text it can't
+    compare (serving a page calls this: a guess must never fail pip's request)."""
+    allow = prereleases or bool(wanted.prereleases)  # explicit: packaging 26's default admits them
 
     def admits(version: str) -> bool:
         try:
-            return wanted.contains(version)
+            return wanted.contains(version, prereleases=allow)
         except InvalidVersion:
             return False
 
@@ -104,7 +106,8 @@ class Speculator:
             if priority is None:
                 priority = self._priorities[target] = {tag: i for i, tag in enumerate(tags)}
             wanted = self._wanted.get((target, view.name))
-        chosen = view.best_wheels(priority, self.config.prefetch_versions, _admitted_by(wanted) if wanted else None)
+        admits = _admitted_by(wanted or SpecifierSet(), self.config.prereleases)
+        chosen = view.best_wheels(priority, self.config.prefetch_versions, admits)
         for future in self.fetcher.prefetch(chosen) if chosen else ():
             future.add_done_callback(functools.partial(self._after_prefetch, target))
 

@@ -43,6 +43,8 @@ def test_prefetch_takes_the_version_the_requirement_admits_and_skips_failed_mark
         build_wheel(dists, "ranged", version, tag=TAG)
     build_wheel(dists, "maconly", "1.0", tag=TAG)
     build_wheel(dists, "anywhere", "1.0", tag=TAG)
+    for version in ("1.0", "2.0rc1"):  # no specifier: the newest final release, as pip without --pre
+        build_wheel(dists, "plain", version, tag=TAG)
     config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
     with IndexServer(dists, config=config) as server:
         target = parse_target(TARGET)
@@ -61,15 +63,36 @@ def test_prefetch_takes_the_version_the_requirement_admits_and_skips_failed_mark
                     'maconly; sys_platform == "darwin"',
                     'anywhere; python_version >= "3.8"',
                     'fancy; extra == "gpu"',
+                    "plain",
                 ),
             )
             paths = _settled(server)
     pages = {p for p in paths if p.startswith("/simple/")}
     fetched = {tuple(p.rsplit("/", 1)[1].split("-")[:2]) for p in paths if p.startswith("/files/")}
     # The marker-failed dependency and the extra's are not followed; the others are.
-    assert pages == {"/simple/pinned/", "/simple/ranged/", "/simple/anywhere/"}
+    assert pages == {"/simple/pinned/", "/simple/ranged/", "/simple/anywhere/", "/simple/plain/"}
     # The metadata guessed is that of the newest version each requirement admits.
-    assert fetched == {("pinned", "1.0"), ("ranged", "1.5"), ("anywhere", "1.0")}
+    assert fetched == {("pinned", "1.0"), ("ranged", "1.5"), ("anywhere", "1.0"), ("plain", "1.0")}
+
+
+def test_with_pre_releases_allowed_the_newest_pre_release_is_guessed(tmp_path: Path) -> None:
+    dists = tmp_path / "dists"
+    for version in ("1.0", "2.0rc1"):
+        build_wheel(dists, "plain", version, tag=TAG)
+    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
+    with IndexServer(dists, config=config) as server:
+        target = parse_target(TARGET)
+        proxy_config = ProxyConfig(
+            indexes=(IndexSpec("main", server.simple_url),),
+            cache_root=tmp_path / "cache",
+            target_tags={TARGET: target.supported_tags},
+            target_markers={TARGET: target.marker_environment},
+            prereleases=True,
+        )
+        with MetadataProxy(proxy_config) as proxy:
+            proxy.speculate(TARGET, _metadata("plain"))
+            paths = _settled(server)
+    assert {tuple(p.rsplit("/", 1)[1].split("-")[:2]) for p in paths if p.startswith("/files/")} == {("plain", "2.0rc1")}
 
 
 def test_without_a_target_environment_every_marker_is_followed(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
     p.add_argument("--regenerate-command", metavar="STR", help="the command the lock header tells users to run")
     p.add_argument("--pip", metavar="PATH", type=path_argument, help="the pip to run (a dir with pip/, a pip wheel, or a Python with pip >= 25.3)")
-    p.add_argument("--pip-jobs", type=int, default=0, metavar="N", help="pip processes in parallel (default: one per CPU core, 2 to 4)")
+    p.add_argument("--pip-jobs", type=int, default=0, metavar="N", help="pip processes in parallel (default: a re-lock one per CPU core, 2 to 4; a first lock 4)")
     p.add_argument("--hint-lock", metavar="LOCKFILE", type=path_argument, help="an earlier lock of this resolve whose projects' pages are fetched before pip asks for them (default: --output, if it exists); pins are not kept (see --existing-lock)")
     p.add_argument("--metadata-jobs", type=int, default=16, metavar="N", help="parallel metadata and page requests of the proxy (default 16)")
     p.add_argument("--no-proxy", action="store_true", help="let pip talk to the indexes directly (no metadata proxy)")
@@ -211,7 +211,7 @@ def _request(args: argparse.Namespace) -> LockRequest:
     if not args.index and not args.find_links:
         raise UsageError("no package source given; pass --index URL (e.g. https://pypi.org/simple/) or --find-links DIR")
     if args.pip_jobs < 0:
-        raise UsageError("--pip-jobs must be at least 1 (or 0 for one per CPU core, 2 to 4)")
+        raise UsageError("--pip-jobs must be at least 1 (or 0 for the default)")
     try:
         versions = python_versions_for_constraints(args.interpreter_constraint)
     except ValueError as e:

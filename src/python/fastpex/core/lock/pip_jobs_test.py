@@ -1,5 +1,5 @@
-"""default_pip_jobs: one pip run per usable core, 2 to 4 (measured: more runs than cores only
-make pip wait for a core mid-request)."""
+"""default_pip_jobs: a re-lock runs one pip per usable core, 2 to 4 (more only make pip wait
+for a core mid-request); a first lock runs 4, to overlap its waits on the network."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def _jobs_on(cpus: str) -> int:
 def test_one_run_per_usable_core_but_at_least_two_and_at_most_four() -> None:
     cores = sorted(os.sched_getaffinity(0))
     assert default_pip_jobs() == max(2, min(4, len(cores)))
-    assert _jobs_on(str(cores[0])) == 2  # one core: still two, a cold lock's runs wait on the network
+    assert _jobs_on(str(cores[0])) == 2  # one core: still two, runs wait on the proxy too
     if len(cores) >= 2:
         assert _jobs_on(f"{cores[0]},{cores[1]}") == 2
+
+
+def test_a_first_lock_runs_four_whatever_the_cores() -> None:
+    assert default_pip_jobs(first_lock=True) == 4

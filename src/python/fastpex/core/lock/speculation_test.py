@@ -3,9 +3,10 @@ dependencies whose markers hold for the target. Against a real loopback index.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Set
+from typing import Any, Iterator, Set, Tuple
 
 from fastpex.core.lock.proxy import IndexSpec, MetadataProxy, ProxyConfig
 from fastpex.core.platforms import parse_target
@@ -20,6 +21,23 @@ def _metadata(*requires_dist: str) -> bytes:
     lines = ["Metadata-Version: 2.1", "Name: app", "Version: 1.0"]
     lines += [f"Requires-Dist: {r}" for r in requires_dist]
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+@contextlib.contextmanager
+def _speculating(dists: Path, tmp_path: Path, **config: Any) -> Iterator[Tuple[IndexServer, MetadataProxy]]:
+    """A loopback index without PEP 658 files, and a proxy that knows TARGET's tags and
+    environment (and `config`)."""
+    with IndexServer(dists, config=IndexConfig(advertise_metadata=False, serve_metadata_files=False)) as server:
+        target = parse_target(TARGET)
+        proxy_config = ProxyConfig(
+            indexes=(IndexSpec("main", server.simple_url),),
+            cache_root=tmp_path / "cache",
+            target_tags={TARGET: target.supported_tags},
+            target_markers={TARGET: target.marker_environment},
+            **config,
+        )
+        with MetadataProxy(proxy_config) as proxy:
+            yield server, proxy
 
 
 def _settled(server: IndexServer, quiet: float = 0.3, timeout: float = 10.0) -> Set[str]:
@@ -45,28 +63,19 @@ def test_prefetch_takes_the_version_the_requirement_admits_and_skips_failed_mark
     build_wheel(dists, "anywhere", "1.0", tag=TAG)
     for version in ("1.0", "2.0rc1"):  # no specifier: the newest final release, as pip without --pre
         build_wheel(dists, "plain", version, tag=TAG)
-    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
-    with IndexServer(dists, config=config) as server:
-        target = parse_target(TARGET)
-        proxy_config = ProxyConfig(
-            indexes=(IndexSpec("main", server.simple_url),),
-            cache_root=tmp_path / "cache",
-            target_tags={TARGET: target.supported_tags},
-            target_markers={TARGET: target.marker_environment},
+    with _speculating(dists, tmp_path) as (server, proxy):
+        proxy.speculate(
+            TARGET,
+            _metadata(
+                "pinned==1.0",
+                "ranged<2,>=1",
+                'maconly; sys_platform == "darwin"',
+                'anywhere; python_version >= "3.8"',
+                'fancy; extra == "gpu"',
+                "plain",
+            ),
         )
-        with MetadataProxy(proxy_config) as proxy:
-            proxy.speculate(
-                TARGET,
-                _metadata(
-                    "pinned==1.0",
-                    "ranged<2,>=1",
-                    'maconly; sys_platform == "darwin"',
-                    'anywhere; python_version >= "3.8"',
-                    'fancy; extra == "gpu"',
-                    "plain",
-                ),
-            )
-            paths = _settled(server)
+        paths = _settled(server)
     pages = {p for p in paths if p.startswith("/simple/")}
     fetched = {tuple(p.rsplit("/", 1)[1].split("-")[:2]) for p in paths if p.startswith("/files/")}
     # The marker-failed dependency and the extra's are not followed; the others are.
@@ -79,19 +88,9 @@ def test_with_pre_releases_allowed_the_newest_pre_release_is_guessed(tmp_path: P
     dists = tmp_path / "dists"
     for version in ("1.0", "2.0rc1"):
         build_wheel(dists, "plain", version, tag=TAG)
-    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
-    with IndexServer(dists, config=config) as server:
-        target = parse_target(TARGET)
-        proxy_config = ProxyConfig(
-            indexes=(IndexSpec("main", server.simple_url),),
-            cache_root=tmp_path / "cache",
-            target_tags={TARGET: target.supported_tags},
-            target_markers={TARGET: target.marker_environment},
-            prereleases=True,
-        )
-        with MetadataProxy(proxy_config) as proxy:
-            proxy.speculate(TARGET, _metadata("plain"))
-            paths = _settled(server)
+    with _speculating(dists, tmp_path, prereleases=True) as (server, proxy):
+        proxy.speculate(TARGET, _metadata("plain"))
+        paths = _settled(server)
     assert {tuple(p.rsplit("/", 1)[1].split("-")[:2]) for p in paths if p.startswith("/files/")} == {("plain", "2.0rc1")}
 
 
@@ -113,20 +112,11 @@ def test_extras_asked_of_a_project_are_followed_even_when_asked_after_its_metada
     build_wheel(dists, "late", "1.0", tag=TAG, extras_map={"fast": ["lateextra"]})
     for name in ("speedy", "slowpoke", "lateextra"):
         build_wheel(dists, name, "1.0", tag=TAG)
-    config = IndexConfig(advertise_metadata=False, serve_metadata_files=False)
-    with IndexServer(dists, config=config) as server:
-        target = parse_target(TARGET)
-        proxy_config = ProxyConfig(
-            indexes=(IndexSpec("main", server.simple_url),),
-            cache_root=tmp_path / "cache",
-            target_tags={TARGET: target.supported_tags},
-            target_markers={TARGET: target.marker_environment},
-        )
-        with MetadataProxy(proxy_config) as proxy:
-            proxy.speculate(TARGET, _metadata("withextras[fast]", "late"))
-            first = {p for p in _settled(server) if p.startswith("/simple/")}
-            # `late`'s metadata was read without extras; asking for `late[fast]` now follows them.
-            proxy.speculate(TARGET, _metadata("late[fast]"))
-            then = {p for p in _settled(server) if p.startswith("/simple/")}
+    with _speculating(dists, tmp_path) as (server, proxy):
+        proxy.speculate(TARGET, _metadata("withextras[fast]", "late"))
+        first = {p for p in _settled(server) if p.startswith("/simple/")}
+        # `late`'s metadata was read without extras; asking for `late[fast]` now follows them.
+        proxy.speculate(TARGET, _metadata("late[fast]"))
+        then = {p for p in _settled(server) if p.startswith("/simple/")}
     assert first == {"/simple/withextras/", "/simple/speedy/", "/simple/late/"}
     assert then == first | {"/simple/lateextra/"}

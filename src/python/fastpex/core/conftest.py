@@ -36,3 +36,11 @@ def server(dists: Path) -> Iterator[IndexServer]:
     """A loopback index over `dists`, fresh for each test."""
     with IndexServer(dists) as srv:
         yield srv
+
+
+@pytest.fixture
+def index(factory: WheelFactory) -> Iterator[IndexServer]:
+    """A loopback index over the test module's own `factory` fixture (a WheelFactory), fresh
+    for each test: a test may add to the factory to change a page."""
+    with IndexServer(factory.dist_dir) as server:
+        yield server

@@ -8,7 +8,7 @@ import json
 import logging
 import ssl
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -29,12 +29,6 @@ def factory(tmp_path: Path) -> WheelFactory:
     f.wheel("dep", "1.0")
     f.wheel("other", "1.0")
     return f
-
-
-@pytest.fixture
-def index(factory: WheelFactory) -> Iterator[IndexServer]:
-    with IndexServer(factory.dist_dir) as server:
-        yield server
 
 
 def _lock(index: IndexServer, tmp_path: Path, *extra: str) -> int:

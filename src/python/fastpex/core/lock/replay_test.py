@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -22,12 +22,6 @@ def factory(tmp_path: Path) -> WheelFactory:
     f.wheel("app", "1.0", requires_dist=["dep>=1"])
     f.wheel("dep", "1.0")
     return f
-
-
-@pytest.fixture
-def index(factory: WheelFactory) -> Iterator[IndexServer]:
-    with IndexServer(factory.dist_dir) as server:
-        yield server
 
 
 def _lock(index: "IndexServer | str", tmp_path: Path, *extra: str) -> int:

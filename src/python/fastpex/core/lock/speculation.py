@@ -163,7 +163,7 @@ class Speculator:
                     self._wanted[(target, name)] = req.specifier if known is None else known & req.specifier
                 if req.extras:
                     asked = self._extras.setdefault((target, name), set())
-                    new = {normalize_project_name(e) for e in req.extras} - asked
+                    new = {str(normalize_project_name(e)) for e in req.extras} - asked
                     if new:
                         asked.update(new)
                         seen = self._metadata_of.get((target, name))

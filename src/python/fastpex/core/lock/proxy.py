@@ -191,7 +191,9 @@ class MetadataProxy:
         if self._server is None:
             self._server = ProxyServer(self)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fastpex-proxy", daemon=True
+                # `stop` waits for the loop to see its flag: up to one poll (0.1 s was 14-90 ms,
+                # ~0.05 s, of every lock's tail); 50 wake-ups a second cost ~1 ms of CPU a second.
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fastpex-proxy", daemon=True
             )
             self._thread.start()
         return self

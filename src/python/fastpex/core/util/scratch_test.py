@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,16 @@ def test_none_when_tmpdir_is_set_or_the_root_is_unusable(tmp_path: Path, monkeyp
     finally:
         read_only.chmod(0o755)
     assert list(read_only.iterdir()) == []
+
+
+def test_what_a_killed_lock_left_is_removed_after_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TMPDIR", raising=False)
+    old, recent, other = tmp_path / "fastpex-pip-old", tmp_path / "fastpex-pip-recent", tmp_path / "unrelated-old"
+    for path in (old, recent, other):
+        (path / "pip-unpack-x").mkdir(parents=True)
+    day_ago = time.time() - 25 * 3600
+    for path in (old, other):
+        os.utime(path, (day_ago, day_ago))
+    with memory_scratch("fastpex-pip-", root=tmp_path) as fresh:
+        assert fresh is not None
+        assert not old.exists() and recent.is_dir() and other.is_dir()

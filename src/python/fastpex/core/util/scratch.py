@@ -31,23 +31,22 @@ STALE_AFTER_SECONDS = 24 * 3600  # a scratch this old belongs to a lock that was
 def memory_scratch(prefix: str, root: Path = MEMORY_SCRATCH_ROOT) -> Iterator[Optional[Path]]:
     """A fresh directory under `root` (a tmpfs, by default /dev/shm) for the block, removed
     after it; None when TMPDIR is set, or `root` is missing, not writable or short of room."""
-    if os.environ.get("TMPDIR"):
-        yield None
-        return
+    path = None if os.environ.get("TMPDIR") else _fresh_directory(root, prefix)
     try:
-        usage = shutil.disk_usage(root)
-        if usage.free < MIN_FREE_BYTES or not os.access(root, os.W_OK | os.X_OK):
-            yield None
-            return
-        _remove_stale(root, prefix)
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-    except OSError:
-        yield None
-        return
-    try:
-        yield path
+        yield path  # the block's own errors pass through untouched
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _fresh_directory(root: Path, prefix: str) -> Optional[Path]:
+    try:
+        if shutil.disk_usage(root).free < MIN_FREE_BYTES or not os.access(root, os.W_OK | os.X_OK):
+            return None
+        _remove_stale(root, prefix)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError:
+        return None
 
 
 def _remove_stale(root: Path, prefix: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fastpex.core.util import scratch
 from fastpex.core.util.scratch import memory_scratch
 
 
@@ -58,3 +59,17 @@ def test_what_a_killed_lock_left_is_removed_after_a_day(tmp_path: Path, monkeypa
     with memory_scratch("fastpex-pip-", root=tmp_path) as fresh:
         assert fresh is not None
         assert not old.exists() and recent.is_dir() and other.is_dir()
+
+
+def test_an_os_error_of_the_block_passes_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block's own OSError is the block's, with a scratch or without one (it is not taken
+    for "no scratch here", which would make the generator yield twice)."""
+    monkeypatch.delenv("TMPDIR", raising=False)
+    for root in (tmp_path / "missing-root", tmp_path):
+        with pytest.raises(FileNotFoundError), memory_scratch("p-", root=root):
+            (tmp_path / "missing" / "file").read_text()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(scratch, "MIN_FREE_BYTES", 1 << 62)  # no tmpfs has that much room
+    with pytest.raises(FileNotFoundError), memory_scratch("p-", root=tmp_path) as path:
+        assert path is None
+        (tmp_path / "missing" / "file").read_text()

@@ -21,13 +21,12 @@ import hashlib
 import json
 import logging
 import threading
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from fastpex.core.net.errors import HttpConnectionError, HttpError, ResponseTooLargeError
-from fastpex.core.net.http import HttpClient, HttpConfig
+from fastpex.core.net.http import HttpClient, HttpConfig, gunzip_document
 from fastpex.core.net.index import SIMPLE_ACCEPT, IndexClient, IndexUnreachableError, project_url
 from fastpex.core.net.response import Response
 from fastpex.core.util.cache import CacheKind, cache_dir, write_bytes_atomically
@@ -172,12 +171,9 @@ class PageCheck:
             response.close()
             raise IndexUnreachableError(url, f"HTTP {response.status} {response.reason}".rstrip())
         limit = self._http.config.max_document_bytes
-        body = _read_body(response, limit)
-        if response.header("Content-Encoding", "").lower() == "gzip":
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            body = bytearray(decoder.decompress(body, limit + 1))
-            if len(body) > limit or decoder.unconsumed_tail:
-                raise ResponseTooLargeError(url, limit)
+        raw = _read_body(response, limit)
+        gzipped = response.header("Content-Encoding", "").lower() == "gzip"
+        body = gunzip_document(raw, limit, url) if gzipped else raw
         sha = hashlib.sha256(body).hexdigest()
         etag, last_modified = response.header("ETag"), response.header("Last-Modified")
         if etag or last_modified:  # as `IndexClient` does: the next ask is conditional

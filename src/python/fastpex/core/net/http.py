@@ -353,7 +353,7 @@ class HttpClient:
             else:
                 raise _RetryableFailure(e) from e
         if response.header("Content-Encoding", "").lower() == "gzip":
-            body = _gunzip(body, limit, url)
+            body = gunzip_document(body, limit, url)
         response.buffer_body(body)
         return response
 
@@ -448,7 +448,8 @@ def _parse_range_request(value: str, size: int) -> Optional[Tuple[int, int]]:
     return (start, end) if start < size and start <= end else None
 
 
-def _gunzip(data: bytes, limit: int, url: str) -> bytes:
+def gunzip_document(data: "bytes | bytearray", limit: int, url: str) -> bytes:
+    """A gzip body decoded, at most `limit` bytes of it (else `ResponseTooLargeError`)."""
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = decoder.decompress(data, limit + 1)
     if len(out) > limit or decoder.unconsumed_tail:
@@ -466,4 +467,4 @@ class _RetryableFailure(Exception):
         self.cause = cause
 
 
-__all__ = ["HttpClient", "HttpConfig", "RequestBody"]
+__all__ = ["HttpClient", "HttpConfig", "RequestBody", "gunzip_document"]

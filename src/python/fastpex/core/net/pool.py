@@ -101,10 +101,13 @@ def tls_context(ca_bundle: Optional[str] = None) -> ssl.SSLContext:
     Loading the system store is ~26 ms of CPU, which each new client paid before its first
     connection; the key holds the store's settings and files, so a changed one gets a new context."""
     def stat(path: Optional[str]) -> object:
+        if not path:
+            return None
         try:
-            return (path, os.stat(path).st_mtime_ns, os.stat(path).st_size) if path else None
+            found = os.stat(path)
         except OSError:
             return (path, None)
+        return (path, found.st_mtime_ns, found.st_size)
 
     key = (stat(ca_bundle), stat(os.environ.get("SSL_CERT_FILE")), os.environ.get("SSL_CERT_DIR"))
     with _tls_lock:
